@@ -1,0 +1,561 @@
+//! Every number Baton decides with: one serde tree, parsed from TOML with
+//! unknown keys rejected. `Config::default()` is the reference real-estate
+//! deployment of SPEC §2 (lead, buyer, seller); `deploy/baton.toml` spells the
+//! same defaults out for operators and a test keeps the two equal.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// The owner name of a contact that is with a person, not a bot.
+pub const HUMAN: &str = "human";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub policy: PolicyConfig,
+    pub health: HealthConfig,
+    pub learning: LearningConfig,
+    pub limits: Limits,
+    pub classifier: ClassifierConfig,
+    pub human: HumanConfig,
+    pub bots: Vec<BotConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub intents: Vec<IntentConfig>,
+}
+
+/// Thresholds and the loop, depth and rate gates (SPEC §2.3, §2.5–§2.8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Confidence a route needs by default; `[[routes]]` may override it.
+    pub threshold: f64,
+    /// Which bot wins a tie between intents, first = strongest.
+    /// Sell-before-buy is the common order, hence seller first.
+    pub priority: Vec<String>,
+    /// The same pair, or a bounce back to a bot the contact left, within this window is a loop.
+    #[serde(with = "humantime_serde")]
+    pub circular_window: Duration,
+    /// Approved bot-to-bot handoffs in one chain before the next request goes to a human.
+    pub max_chain_depth: u32,
+    /// Handoffs less than this apart belong to one chain.
+    #[serde(with = "humantime_serde")]
+    pub chain_gap: Duration,
+    /// Approved handoffs per contact in any rolling hour.
+    pub max_per_hour: u32,
+    /// Approved handoffs per contact in any rolling 24 hours.
+    pub max_per_day: u32,
+    /// How long a context packet stays readable after its last handoff.
+    #[serde(with = "humantime_serde")]
+    pub context_ttl: Duration,
+    /// How long a decision is remembered by request id.
+    #[serde(with = "humantime_serde")]
+    pub decision_ttl: Duration,
+    /// How long a request waits for the contact lock before `CONTACT_BUSY`.
+    #[serde(with = "humantime_serde")]
+    pub lock_wait: Duration,
+    /// History entries kept per contact; must cover `max_per_day`.
+    pub history_limit: usize,
+}
+
+/// The target-health gate (SPEC §2.7.5, §4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// A target whose P95 exceeds `sla_factor` × its SLA is unhealthy.
+    pub sla_factor: f64,
+    /// A target whose error rate exceeds this is unhealthy.
+    pub max_error_rate: f64,
+    /// Reports over fewer samples than this are not evidence either way.
+    pub min_samples: u64,
+    /// A bot silent for longer than this after reporting is unhealthy.
+    #[serde(with = "humantime_serde")]
+    pub stale_after: Duration,
+    /// Treat a bot that never reported as unhealthy.
+    pub strict: bool,
+    /// `retry_after` given with `DEFERRED_UNHEALTHY`.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+    /// How long a deferred handoff is kept for a retry when the target recovers.
+    #[serde(with = "humantime_serde")]
+    pub defer_window: Duration,
+    /// Retries of one deferred handoff.
+    pub defer_max_tries: u32,
+}
+
+/// Learned threshold adjustments (SPEC §2.9).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LearningConfig {
+    /// Outcomes kept per (route, pattern).
+    pub window: usize,
+    /// Outcomes needed before any adjustment.
+    pub min_outcomes: usize,
+    /// Success rate above which the threshold is lowered.
+    pub lower_above: f64,
+    pub lower_by: f64,
+    /// Success rate below which the threshold is raised.
+    pub raise_below: f64,
+    pub raise_by: f64,
+    /// Learned thresholds are clamped to `[min_threshold, max_threshold]`.
+    pub min_threshold: f64,
+    pub max_threshold: f64,
+}
+
+/// Input limits checked before anything else (SPEC §2.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub contact_id_bytes: usize,
+    pub message_bytes: usize,
+    pub context_bytes: usize,
+    pub request_id_bytes: usize,
+    pub signals: usize,
+}
+
+/// Text normalisation and negation (SPEC §2.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassifierConfig {
+    /// Words that negate a pattern following them in the same clause.
+    pub negations: Vec<String>,
+    /// How many words before a match a negation reaches.
+    pub negation_window: usize,
+    /// Words that start a new clause, like punctuation does.
+    pub clause_breaks: Vec<String>,
+}
+
+/// Explicit requests for a person and legal or financial topics (SPEC §2.4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HumanConfig {
+    pub patterns: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotConfig {
+    pub id: String,
+    /// The P95 latency this bot promises.
+    #[serde(with = "humantime_serde")]
+    pub sla_p95: Duration,
+}
+
+/// A per-route threshold override.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub from: String,
+    pub to: String,
+    pub threshold: f64,
+}
+
+/// The patterns that send a contact to `bot`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntentConfig {
+    pub bot: String,
+    pub patterns: Vec<PatternConfig>,
+}
+
+/// A phrase of whole words (a trailing `*` on a word matches any ending)
+/// and the confidence it carries on its own. Several matches combine as
+/// independent evidence: 1 − Π(1 − weight).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatternConfig {
+    pub phrase: String,
+    pub weight: f64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            threshold: 0.7,
+            priority: strings(&["seller", "buyer"]),
+            circular_window: Duration::from_secs(30 * 60),
+            max_chain_depth: 3,
+            chain_gap: Duration::from_secs(24 * 3600),
+            max_per_hour: 3,
+            max_per_day: 10,
+            context_ttl: Duration::from_secs(24 * 3600),
+            decision_ttl: Duration::from_secs(24 * 3600),
+            lock_wait: Duration::from_millis(250),
+            history_limit: 64,
+        }
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            sla_factor: 1.2,
+            max_error_rate: 0.10,
+            min_samples: 20,
+            stale_after: Duration::from_secs(30),
+            strict: false,
+            retry_after: Duration::from_secs(30),
+            defer_window: Duration::from_secs(30 * 60),
+            defer_max_tries: 3,
+        }
+    }
+}
+
+impl Default for LearningConfig {
+    fn default() -> Self {
+        Self {
+            window: 100,
+            min_outcomes: 10,
+            lower_above: 0.8,
+            lower_by: 0.05,
+            raise_below: 0.5,
+            raise_by: 0.1,
+            min_threshold: 0.5,
+            max_threshold: 0.95,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            contact_id_bytes: 128,
+            message_bytes: 8 * 1024,
+            context_bytes: 64 * 1024,
+            request_id_bytes: 128,
+            signals: 16,
+        }
+    }
+}
+
+impl Default for ClassifierConfig {
+    fn default() -> Self {
+        Self {
+            negations: strings(&[
+                "not", "no", "never", "don't", "dont", "doesn't", "didn't", "isn't", "aren't",
+                "won't", "wouldn't", "can't", "cannot", "nor", "neither",
+            ]),
+            negation_window: 3,
+            clause_breaks: strings(&["but", "however", "although", "though"]),
+        }
+    }
+}
+
+impl Default for HumanConfig {
+    fn default() -> Self {
+        Self {
+            patterns: strings(&[
+                "real person",
+                "a human",
+                "real human",
+                "not a bot",
+                "talk to someone",
+                "speak to someone",
+                "talk to a person",
+                "speak to a person",
+                "live agent",
+                "representative",
+                "foreclos*",
+                "bankrupt*",
+                "attorney",
+                "lawyer",
+                "probate",
+                "divorc*",
+                "lawsuit",
+                "legal advice",
+            ]),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let bot = |id: &str, ms| BotConfig {
+            id: id.to_owned(),
+            sla_p95: Duration::from_millis(ms),
+        };
+        Self {
+            policy: PolicyConfig::default(),
+            health: HealthConfig::default(),
+            learning: LearningConfig::default(),
+            limits: Limits::default(),
+            classifier: ClassifierConfig::default(),
+            human: HumanConfig::default(),
+            bots: vec![bot("lead", 1500), bot("buyer", 1800), bot("seller", 1800)],
+            routes: Vec::new(),
+            intents: vec![
+                intent(
+                    "seller",
+                    &[
+                        ("sell my house", 0.8),
+                        ("sell my home", 0.8),
+                        ("sell my condo", 0.8),
+                        ("sell my place", 0.8),
+                        ("sell our house", 0.8),
+                        ("sell our home", 0.8),
+                        ("list my house", 0.75),
+                        ("list my home", 0.75),
+                        ("want to sell", 0.75),
+                        ("need to sell", 0.75),
+                        ("looking to sell", 0.75),
+                        ("my home worth", 0.75),
+                        ("my house worth", 0.75),
+                        ("home valuation", 0.7),
+                        ("sell", 0.45),
+                        ("selling", 0.45),
+                    ],
+                ),
+                intent(
+                    "buyer",
+                    &[
+                        ("buy a house", 0.8),
+                        ("buy a home", 0.8),
+                        ("buy a condo", 0.8),
+                        ("buy a new", 0.75),
+                        ("want to buy", 0.75),
+                        ("looking to buy", 0.75),
+                        ("looking for a house", 0.7),
+                        ("looking for a home", 0.7),
+                        ("pre approved", 0.7),
+                        ("preapproved", 0.7),
+                        ("down payment", 0.45),
+                        ("mortgage", 0.4),
+                        ("fha", 0.3),
+                        ("buy", 0.45),
+                        ("buying", 0.45),
+                    ],
+                ),
+            ],
+        }
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn intent(bot: &str, patterns: &[(&str, f64)]) -> IntentConfig {
+    IntentConfig {
+        bot: bot.to_owned(),
+        patterns: patterns
+            .iter()
+            .map(|(phrase, weight)| PatternConfig {
+                phrase: (*phrase).to_owned(),
+                weight: *weight,
+            })
+            .collect(),
+    }
+}
+
+impl Config {
+    /// Parses a TOML document (unknown keys are errors) and validates it.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn bot(&self, id: &str) -> Option<&BotConfig> {
+        self.bots.iter().find(|b| b.id == id)
+    }
+
+    /// Checks every cross-reference and range; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, problem: String| {
+            Err(ConfigError::Invalid {
+                key: key.to_owned(),
+                problem,
+            })
+        };
+        if self.bots.is_empty() {
+            return bad("bots", "at least one bot must be configured".into());
+        }
+        let mut ids = HashSet::new();
+        for (i, bot) in self.bots.iter().enumerate() {
+            if bot.id.is_empty() || bot.id == HUMAN || !bot.id.chars().all(|c| c.is_ascii_graphic())
+            {
+                return bad(
+                    &format!("bots[{i}].id"),
+                    format!(
+                        "'{}' is not a usable bot id (printable ASCII, not '{HUMAN}')",
+                        bot.id
+                    ),
+                );
+            }
+            if !ids.insert(bot.id.as_str()) {
+                return bad(
+                    &format!("bots[{i}].id"),
+                    format!("duplicate bot '{}'", bot.id),
+                );
+            }
+            if bot.sla_p95.is_zero() {
+                return bad(&format!("bots[{i}].sla_p95"), "must be above zero".into());
+            }
+        }
+        let known = |key: String, id: &str| {
+            if ids.contains(id) {
+                Ok(())
+            } else {
+                bad(&key, format!("'{id}' is not a configured bot"))
+            }
+        };
+        for (i, id) in self.policy.priority.iter().enumerate() {
+            known(format!("policy.priority[{i}]"), id)?;
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            known(format!("routes[{i}].from"), &route.from)?;
+            known(format!("routes[{i}].to"), &route.to)?;
+            unit(&format!("routes[{i}].threshold"), route.threshold)?;
+        }
+        for (i, intent) in self.intents.iter().enumerate() {
+            known(format!("intents[{i}].bot"), &intent.bot)?;
+            for (j, p) in intent.patterns.iter().enumerate() {
+                if p.phrase.split_whitespace().next().is_none() {
+                    return bad(
+                        &format!("intents[{i}].patterns[{j}].phrase"),
+                        "is empty".into(),
+                    );
+                }
+                if !(p.weight > 0.0 && p.weight <= 1.0) {
+                    return bad(
+                        &format!("intents[{i}].patterns[{j}].weight"),
+                        format!("{} is not in (0, 1]", p.weight),
+                    );
+                }
+            }
+        }
+        for (i, p) in self.human.patterns.iter().enumerate() {
+            if p.split_whitespace().next().is_none() {
+                return bad(&format!("human.patterns[{i}]"), "is empty".into());
+            }
+        }
+        unit("policy.threshold", self.policy.threshold)?;
+        unit("health.max_error_rate", self.health.max_error_rate)?;
+        unit("learning.lower_above", self.learning.lower_above)?;
+        unit("learning.raise_below", self.learning.raise_below)?;
+        unit("learning.min_threshold", self.learning.min_threshold)?;
+        unit("learning.max_threshold", self.learning.max_threshold)?;
+        unit("learning.lower_by", self.learning.lower_by)?;
+        unit("learning.raise_by", self.learning.raise_by)?;
+        if self.learning.min_threshold > self.learning.max_threshold {
+            return bad(
+                "learning.min_threshold",
+                "exceeds learning.max_threshold".into(),
+            );
+        }
+        if self.learning.min_outcomes == 0 || self.learning.window < self.learning.min_outcomes {
+            return bad(
+                "learning.window",
+                "must be at least learning.min_outcomes, which must be above zero".into(),
+            );
+        }
+        if !(self.health.sla_factor.is_finite() && self.health.sla_factor > 0.0) {
+            return bad("health.sla_factor", "must be a positive number".into());
+        }
+        if self.policy.max_chain_depth == 0 {
+            return bad("policy.max_chain_depth", "must be above zero".into());
+        }
+        let needed = self.policy.max_per_day.max(self.policy.max_chain_depth) as usize;
+        if self.policy.history_limit < needed {
+            return bad(
+                "policy.history_limit",
+                format!("must be at least {needed} to enforce the depth and daily limits"),
+            );
+        }
+        if self.policy.lock_wait.is_zero() {
+            return bad("policy.lock_wait", "must be above zero".into());
+        }
+        if self.limits.contact_id_bytes == 0 {
+            return bad("limits.contact_id_bytes", "must be above zero".into());
+        }
+        Ok(())
+    }
+}
+
+fn unit(key: &str, value: f64) -> Result<(), ConfigError> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            key: key.to_owned(),
+            problem: format!("{value} is not in [0, 1]"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_spec() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.policy.threshold, 0.7);
+        assert_eq!(c.policy.max_chain_depth, 3);
+        assert_eq!(c.policy.max_per_hour, 3);
+        assert_eq!(c.policy.max_per_day, 10);
+        assert_eq!(c.policy.circular_window, Duration::from_secs(1800));
+        assert_eq!(c.health.sla_factor, 1.2);
+        assert_eq!(c.health.min_samples, 20);
+        assert_eq!(c.bot("buyer").unwrap().sla_p95, Duration::from_millis(1800));
+        assert_eq!(c.bot("lead").unwrap().sla_p95, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = Config::from_toml("[policy]\nthreshhold = 0.8\n").unwrap_err();
+        assert!(err.to_string().contains("threshhold"), "{err}");
+    }
+
+    #[test]
+    fn partial_files_keep_the_other_defaults() {
+        let c =
+            Config::from_toml("[policy]\nthreshold = 0.8\ncircular_window = \"10m\"\n").unwrap();
+        assert_eq!(c.policy.threshold, 0.8);
+        assert_eq!(c.policy.circular_window, Duration::from_secs(600));
+        assert_eq!(c.policy.max_per_day, 10);
+        assert_eq!(c.bots.len(), 3);
+    }
+
+    #[test]
+    fn other_teams_configure_their_own_bots() {
+        let text = r#"
+            [policy]
+            priority = ["billing"]
+            [[bots]]
+            id = "support"
+            sla_p95 = "1s"
+            [[bots]]
+            id = "billing"
+            sla_p95 = "2s"
+            [[intents]]
+            bot = "billing"
+            patterns = [{ phrase = "refund", weight = 0.9 }]
+        "#;
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.bots.len(), 2);
+        assert_eq!(c.intents[0].patterns[0].phrase, "refund");
+    }
+
+    #[test]
+    fn bad_references_and_ranges_name_the_key() {
+        let cases = [
+            ("[policy]\nthreshold = 1.5\n", "policy.threshold"),
+            (
+                "[[routes]]\nfrom = \"lead\"\nto = \"nobody\"\nthreshold = 0.6\n",
+                "routes[0].to",
+            ),
+            ("[[bots]]\nid = \"human\"\nsla_p95 = \"1s\"\n", "bots[0].id"),
+            ("[policy]\nhistory_limit = 2\n", "policy.history_limit"),
+            ("[policy]\npriority = [\"ghost\"]\n", "policy.priority[0]"),
+        ];
+        for (text, key) in cases {
+            let err = Config::from_toml(text).unwrap_err();
+            assert!(err.to_string().contains(key), "{text}: {err}");
+        }
+    }
+}

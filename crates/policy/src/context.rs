@@ -1,0 +1,124 @@
+//! The context packet that moves with a contact (SPEC §5) and how packets merge.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    pub min: f64,
+    pub max: f64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PropertyPreferences {
+    pub locations: Vec<String>,
+    pub property_types: Vec<String>,
+    pub bedrooms_min: Option<u32>,
+    pub bathrooms_min: Option<u32>,
+    pub must_haves: Vec<String>,
+}
+
+/// What bots extracted about a contact.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContextPacket {
+    pub budget: Option<Budget>,
+    pub timeline: Option<String>,
+    pub property_preferences: Option<PropertyPreferences>,
+    pub property_address: Option<String>,
+    pub temperature: Option<String>,
+    pub qualification_score: Option<f64>,
+    pub conversation_summary: Option<String>,
+    pub answered_questions: Vec<String>,
+    pub pending_intents: Vec<String>,
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl ContextPacket {
+    /// Folds a later bot's packet into this one: a field the later packet
+    /// sets wins, a field it leaves unset keeps the earlier answer; answered
+    /// questions, pending intents and attributes accumulate. Every question
+    /// field that is set counts as answered, so the next bot does not re-ask.
+    pub fn merge(&mut self, later: ContextPacket) {
+        fn keep<T>(slot: &mut Option<T>, later: Option<T>) {
+            if later.is_some() {
+                *slot = later;
+            }
+        }
+        keep(&mut self.budget, later.budget);
+        keep(&mut self.timeline, later.timeline);
+        keep(&mut self.property_preferences, later.property_preferences);
+        keep(&mut self.property_address, later.property_address);
+        keep(&mut self.temperature, later.temperature);
+        keep(&mut self.qualification_score, later.qualification_score);
+        keep(&mut self.conversation_summary, later.conversation_summary);
+        for q in later.answered_questions {
+            push_unique(&mut self.answered_questions, q);
+        }
+        for i in later.pending_intents {
+            push_unique(&mut self.pending_intents, i);
+        }
+        self.attributes.extend(later.attributes);
+        let answered = [
+            ("budget", self.budget.is_some()),
+            ("timeline", self.timeline.is_some()),
+            ("property_preferences", self.property_preferences.is_some()),
+            ("property_address", self.property_address.is_some()),
+        ];
+        for (name, set) in answered {
+            if set {
+                push_unique(&mut self.answered_questions, name.to_owned());
+            }
+        }
+    }
+}
+
+pub(crate) fn push_unique(list: &mut Vec<String>, item: String) {
+    if !list.contains(&item) {
+        list.push(item);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_fields_win_earlier_answers_stay_and_lists_accumulate() {
+        let mut packet = ContextPacket {
+            timeline: Some("3 months".into()),
+            budget: Some(Budget {
+                min: 300_000.0,
+                max: 450_000.0,
+                currency: "USD".into(),
+            }),
+            answered_questions: vec!["motivation".into()],
+            attributes: BTreeMap::from([("source".into(), "web".into())]),
+            ..Default::default()
+        };
+        packet.merge(ContextPacket {
+            property_address: Some("12 Elm St".into()),
+            timeline: None,
+            temperature: Some("hot".into()),
+            answered_questions: vec!["motivation".into(), "condition".into()],
+            attributes: BTreeMap::from([("beds".into(), "3".into())]),
+            ..Default::default()
+        });
+        assert_eq!(packet.timeline.as_deref(), Some("3 months"));
+        assert_eq!(packet.property_address.as_deref(), Some("12 Elm St"));
+        assert_eq!(packet.temperature.as_deref(), Some("hot"));
+        assert_eq!(
+            packet.answered_questions,
+            vec![
+                "motivation",
+                "condition",
+                "budget",
+                "timeline",
+                "property_address"
+            ]
+        );
+        assert_eq!(packet.attributes.len(), 2);
+    }
+}

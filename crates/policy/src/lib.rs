@@ -1,0 +1,39 @@
+//! Baton's decision rules, pure: no I/O, no async, the clock passed in as
+//! Unix milliseconds. The router asks [`Policy::assess`] for the memory-only
+//! steps of SPEC §2 and, under the contact lock, [`gates::run_gates`] for the
+//! rest; [`ContactState`] applies an approved handoff.
+
+#![forbid(unsafe_code)]
+
+pub mod classifier;
+pub mod config;
+pub mod contact;
+pub mod context;
+pub mod decision;
+pub mod error;
+pub mod gates;
+pub mod health;
+pub mod learning;
+pub mod policy;
+pub mod text;
+
+pub use classifier::BotIx;
+pub use config::{Config, HUMAN};
+pub use contact::{ContactState, EntryKind, HistoryEntry};
+pub use context::{Budget, ContextPacket, PropertyPreferences};
+pub use decision::{Decision, GateCheck, Verdict};
+pub use error::ConfigError;
+pub use gates::{GateInput, GateResult, run_gates};
+pub use health::{HealthReport, HealthStatus, assess_health};
+pub use learning::{Outcome, OutcomeWindow};
+pub use policy::{Assessment, Learned, Message, Next, NothingLearned, Policy, Signal};
+
+use std::time::Duration;
+
+/// Milliseconds since the Unix epoch: the clock every rule is given.
+pub type UnixMs = i64;
+
+/// A duration in whole milliseconds, saturating.
+pub fn ms(d: Duration) -> UnixMs {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

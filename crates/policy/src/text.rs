@@ -1,0 +1,173 @@
+//! Text normalisation and tokenising for the intent classifier: Unicode
+//! NFKC, lower case, curly quotes made straight, then words split into
+//! clauses at punctuation and at configured clause words ("but").
+
+use unicode_normalization::UnicodeNormalization;
+
+/// A message made ready for matching: its normalised text and the words in it.
+#[derive(Debug, Default)]
+pub struct Tokens {
+    text: String,
+    /// Byte range of each word in `text`, and the clause it belongs to.
+    words: Vec<(usize, usize, u32)>,
+}
+
+impl Tokens {
+    pub fn len(&self) -> usize {
+        self.words.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    pub fn word(&self, i: usize) -> &str {
+        let (start, end, _) = self.words[i];
+        &self.text[start..end]
+    }
+
+    pub fn clause(&self, i: usize) -> u32 {
+        self.words[i].2
+    }
+}
+
+/// Maps the typographic quotes people and phones produce to ASCII ones, so
+/// "what’s" and "what's" are the same word.
+fn straighten(c: char) -> char {
+    match c {
+        '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}' | '\u{2032}' | '\u{02BC}' | '`' => '\'',
+        '\u{201C}' | '\u{201D}' | '\u{201E}' | '\u{201F}' | '\u{2033}' => '"',
+        other => other,
+    }
+}
+
+/// Normalises `message` and splits it into words and clauses.
+pub fn tokenize(message: &str, clause_breaks: &[String]) -> Tokens {
+    let mut text = String::with_capacity(message.len());
+    for c in message.nfkc().map(straighten) {
+        text.extend(c.to_lowercase());
+    }
+    let mut words = Vec::with_capacity(text.len() / 4 + 1);
+    let mut clause = 0u32;
+    let mut start: Option<usize> = None;
+    let bytes: Vec<(usize, char)> = text.char_indices().collect();
+    for (k, &(i, c)) in bytes.iter().enumerate() {
+        // An apostrophe belongs to a word only between two letters (what's, don't).
+        let in_word = c.is_alphanumeric()
+            || (c == '\''
+                && start.is_some()
+                && bytes.get(k + 1).is_some_and(|&(_, n)| n.is_alphanumeric()));
+        if in_word {
+            start.get_or_insert(i);
+            continue;
+        }
+        if let Some(s) = start.take() {
+            push_word(&text, &mut words, &mut clause, s, i, clause_breaks);
+        }
+        if matches!(c, '.' | ',' | ';' | ':' | '!' | '?' | '\n' | '(' | ')') {
+            clause += 1;
+        }
+    }
+    if let Some(s) = start.take() {
+        push_word(&text, &mut words, &mut clause, s, text.len(), clause_breaks);
+    }
+    Tokens { text, words }
+}
+
+fn push_word(
+    text: &str,
+    words: &mut Vec<(usize, usize, u32)>,
+    clause: &mut u32,
+    start: usize,
+    end: usize,
+    clause_breaks: &[String],
+) {
+    if clause_breaks.iter().any(|w| w == &text[start..end]) {
+        *clause += 1;
+        return;
+    }
+    words.push((start, end, *clause));
+}
+
+/// One word of a pattern: exact, or a prefix when written with a trailing `*`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PatternWord {
+    Exact(String),
+    Prefix(String),
+}
+
+impl PatternWord {
+    pub fn matches(&self, word: &str) -> bool {
+        match self {
+            PatternWord::Exact(w) => w == word,
+            PatternWord::Prefix(p) => word.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// Splits a configured phrase into pattern words, normalised like messages are.
+pub fn pattern_words(phrase: &str) -> Vec<PatternWord> {
+    let wild: Vec<bool> = phrase
+        .split_whitespace()
+        .map(|w| w.ends_with('*'))
+        .collect();
+    let tokens = tokenize(phrase, &[]);
+    // A phrase like "pre-approved" tokenises into two words; a trailing `*`
+    // applies to the last word of the whitespace-separated piece that carried it.
+    let mut out = Vec::with_capacity(tokens.len());
+    let pieces: Vec<&str> = phrase.split_whitespace().collect();
+    let mut k = 0;
+    for (piece, wild) in pieces.iter().zip(wild) {
+        let n = tokenize(piece, &[]).len();
+        for j in 0..n {
+            let word = tokens.word(k).to_owned();
+            k += 1;
+            out.push(if wild && j + 1 == n {
+                PatternWord::Prefix(word)
+            } else {
+                PatternWord::Exact(word)
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(t: &Tokens) -> Vec<(&str, u32)> {
+        (0..t.len()).map(|i| (t.word(i), t.clause(i))).collect()
+    }
+
+    #[test]
+    fn normalises_case_width_and_quotes() {
+        let t = tokenize("What’s MY Ｈｏｍｅ worth?", &[]);
+        assert_eq!(
+            words(&t),
+            vec![("what's", 0), ("my", 0), ("home", 0), ("worth", 0)]
+        );
+    }
+
+    #[test]
+    fn punctuation_and_clause_words_split_clauses() {
+        let breaks = vec!["but".to_owned()];
+        let t = tokenize("not selling, but buying. 'ok'", &breaks);
+        assert_eq!(
+            words(&t),
+            vec![("not", 0), ("selling", 0), ("buying", 2), ("ok", 3)]
+        );
+    }
+
+    #[test]
+    fn pattern_words_support_prefixes_and_hyphens() {
+        assert_eq!(
+            pattern_words("foreclos* pre-approved"),
+            vec![
+                PatternWord::Prefix("foreclos".into()),
+                PatternWord::Exact("pre".into()),
+                PatternWord::Exact("approved".into()),
+            ]
+        );
+    }
+}

@@ -1,0 +1,24 @@
+//! Compiles `proto/` into `OUT_DIR` with a vendored `protoc`, plus the
+//! file-descriptor set that server reflection serves.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    // SAFETY of the build: build scripts are single-threaded, and prost-build reads PROTOC.
+    unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
+    let files = [
+        "baton/v1/types.proto",
+        "baton/v1/handoff.proto",
+        "baton/v1/health.proto",
+        "baton/v1/admin.proto",
+        "baton/bench/v1/echo.proto",
+    ];
+    let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("baton_descriptor.bin"))
+        .compile_protos(&paths, &[root.clone()])?;
+    println!("cargo:rerun-if-changed={}", root.display());
+    Ok(())
+}
