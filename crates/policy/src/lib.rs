@@ -18,7 +18,7 @@ pub mod policy;
 pub mod text;
 
 pub use classifier::BotIx;
-pub use config::{Config, HUMAN};
+pub use config::{Config, HUMAN, LearningConfig};
 pub use contact::{ContactState, EntryKind, HistoryEntry};
 pub use context::{Budget, ContextPacket, PropertyPreferences};
 pub use decision::{Decision, GateCheck, Verdict};

@@ -1,1 +1,145 @@
-//! placeholder
+//! Where Baton keeps what must survive: contact state and context packets,
+//! decisions by request id, outcome statistics and the latest bot health.
+//!
+//! The router talks to one small trait, [`Store`]. Every write a handoff
+//! makes goes through [`Store::commit`] under a [`ContactLock`], whose fencing
+//! token lets a backend refuse a writer that lost its lock.
+
+#![forbid(unsafe_code)]
+
+mod embedded;
+mod error;
+mod locks;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use baton_policy::{
+    ContactState, HealthReport, LearningConfig, Outcome, OutcomeWindow, UnixMs, Verdict,
+};
+use serde::{Deserialize, Serialize};
+
+pub use embedded::EmbeddedStore;
+pub use error::StoreError;
+pub use locks::{ContactLock, LocalLocks};
+
+/// A route and the pattern that triggered it: the key learning is kept under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RouteKey {
+    pub source: String,
+    pub target: String,
+    pub pattern: String,
+}
+
+impl RouteKey {
+    /// `source>target` for display.
+    pub fn route(&self) -> String {
+        format!("{}>{}", self.source, self.target)
+    }
+
+    /// A storage key: `source>target` and the pattern, separated by a unit separator.
+    pub fn encode(&self) -> String {
+        format!("{}>{}\u{1f}{}", self.source, self.target, self.pattern)
+    }
+
+    pub fn decode(key: &str) -> Option<Self> {
+        let (route, pattern) = key.split_once('\u{1f}')?;
+        let (source, target) = route.split_once('>')?;
+        Some(Self {
+            source: source.to_owned(),
+            target: target.to_owned(),
+            pattern: pattern.to_owned(),
+        })
+    }
+}
+
+/// A decision remembered by request id until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredDecision {
+    pub verdict: Verdict,
+    pub expires_at: UnixMs,
+}
+
+/// What a locked request reads, in one round trip.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Loaded {
+    pub contact: Option<ContactState>,
+    /// The earlier decision for the same request id, if any and not expired.
+    pub prior: Option<Verdict>,
+}
+
+/// Everything one locked decision writes, atomically.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    pub contact_id: String,
+    /// The new contact state, when the decision changed it.
+    pub contact: Option<ContactState>,
+    /// `(request_id, decision)` to remember.
+    pub decision: Option<(String, StoredDecision)>,
+    /// A new handoff id to index, pointing at this contact.
+    pub handoff_id: Option<String>,
+}
+
+/// The result of recording an outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutcomeRecorded {
+    pub key: RouteKey,
+    pub window: OutcomeWindow,
+    /// False when the handoff already had an outcome (nothing changed).
+    pub recorded: bool,
+}
+
+/// The result of acknowledging a handoff.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Acknowledged {
+    pub at: UnixMs,
+    pub first: bool,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Takes the contact's lock, waiting at most `wait` ([`StoreError::Busy`] then).
+    async fn lock(&self, contact_id: &str, wait: Duration) -> Result<ContactLock, StoreError>;
+
+    /// The contact's state and the decision stored under `request_id`.
+    async fn load(
+        &self,
+        lock: &ContactLock,
+        request_id: &str,
+        now: UnixMs,
+    ) -> Result<Loaded, StoreError>;
+
+    /// Writes `commit` atomically, fenced by `lock`, and releases the lock.
+    async fn commit(&self, lock: ContactLock, commit: Commit) -> Result<(), StoreError>;
+
+    /// A contact's state, read without the lock (operators, `GetContext`).
+    async fn contact(&self, contact_id: &str) -> Result<Option<ContactState>, StoreError>;
+
+    /// Marks a handoff as taken by its target.
+    async fn acknowledge(
+        &self,
+        handoff_id: &str,
+        bot: &str,
+        now: UnixMs,
+    ) -> Result<Acknowledged, StoreError>;
+
+    /// Records how a handoff went, once, and updates its route's window.
+    async fn record_outcome(
+        &self,
+        handoff_id: &str,
+        outcome: Outcome,
+        config: &LearningConfig,
+    ) -> Result<OutcomeRecorded, StoreError>;
+
+    /// Every outcome window, to rebuild the learned thresholds at start-up.
+    async fn outcome_windows(&self) -> Result<Vec<(RouteKey, OutcomeWindow)>, StoreError>;
+
+    /// Keeps the latest report of a bot.
+    async fn put_health(&self, report: &HealthReport) -> Result<(), StoreError>;
+
+    /// The latest report of every bot.
+    async fn health_reports(&self) -> Result<Vec<HealthReport>, StoreError>;
+
+    /// Deletes remembered decisions that expired; returns how many.
+    async fn purge_expired(&self, now: UnixMs) -> Result<usize, StoreError>;
+}

@@ -1,0 +1,129 @@
+//! Per-contact locks for a router that runs alone: one async mutex per
+//! contact that someone is deciding on, dropped when nobody holds or waits.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+
+use crate::StoreError;
+
+/// A held contact lock; dropping it releases the lock.
+pub struct ContactLock {
+    pub contact_id: String,
+    /// Fencing token: the lock key's create revision on etcd, 0 in-process.
+    pub fence: i64,
+    _held: Box<dyn Send + Sync>,
+}
+
+impl ContactLock {
+    pub fn new(contact_id: String, fence: i64, held: Box<dyn Send + Sync>) -> Self {
+        Self {
+            contact_id,
+            fence,
+            _held: held,
+        }
+    }
+}
+
+impl std::fmt::Debug for ContactLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContactLock")
+            .field("contact_id", &self.contact_id)
+            .field("fence", &self.fence)
+            .finish()
+    }
+}
+
+type Table = Arc<Mutex<HashMap<String, Arc<AsyncMutex<()>>>>>;
+
+/// In-process contact locks with a bounded wait.
+#[derive(Default, Clone)]
+pub struct LocalLocks {
+    table: Table,
+}
+
+struct Held {
+    table: Table,
+    contact_id: String,
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some(guard) = self.guard.take() else {
+            return;
+        };
+        let mutex = Arc::clone(OwnedMutexGuard::mutex(&guard));
+        drop(guard);
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        // The table and this clone are the only references: nobody waits.
+        if Arc::strong_count(&mutex) == 2 {
+            table.remove(&self.contact_id);
+        }
+    }
+}
+
+impl LocalLocks {
+    pub async fn lock(&self, contact_id: &str, wait: Duration) -> Result<ContactLock, StoreError> {
+        let mutex = {
+            let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(table.entry(contact_id.to_owned()).or_default())
+        };
+        let Ok(guard) = tokio::time::timeout(wait, Arc::clone(&mutex).lock_owned()).await else {
+            // The holder may have left while we timed out: do not leak its entry.
+            let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+            if Arc::strong_count(&mutex) == 2 && mutex.try_lock().is_ok() {
+                table.remove(contact_id);
+            }
+            return Err(StoreError::Busy(contact_id.to_owned()));
+        };
+        let held = Held {
+            table: Arc::clone(&self.table),
+            contact_id: contact_id.to_owned(),
+            guard: Some(guard),
+        };
+        Ok(ContactLock::new(contact_id.to_owned(), 0, Box::new(held)))
+    }
+
+    /// Contacts with a lock held or awaited.
+    pub fn active(&self) -> usize {
+        self.table.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn second_locker_waits_at_most_lock_wait_then_gets_busy() {
+        let locks = LocalLocks::default();
+        let held = locks.lock("c1", Duration::from_millis(50)).await.unwrap();
+        let err = locks
+            .lock("c1", Duration::from_millis(30))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Busy(ref c) if c == "c1"));
+        // Another contact is independent.
+        let other = locks.lock("c2", Duration::from_millis(30)).await.unwrap();
+        drop(held);
+        let again = locks.lock("c1", Duration::from_millis(30)).await.unwrap();
+        drop((other, again));
+        assert_eq!(locks.active(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_gets_the_lock_when_it_is_released() {
+        let locks = LocalLocks::default();
+        let held = locks.lock("c", Duration::from_millis(50)).await.unwrap();
+        let l2 = locks.clone();
+        let waiter =
+            tokio::spawn(async move { l2.lock("c", Duration::from_secs(5)).await.map(|_| ()) });
+        tokio::task::yield_now().await;
+        drop(held);
+        waiter.await.unwrap().unwrap();
+        assert_eq!(locks.active(), 0);
+    }
+}
