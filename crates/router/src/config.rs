@@ -1,0 +1,257 @@
+//! The router's configuration: a TOML file (unknown keys rejected), then
+//! `BATON_<SECTION>__<KEY>` environment variables, then `--set` and the
+//! named flags, over defaults that run with no file at all.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use baton_policy::Config as PolicyConfig;
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+/// Baton router: decides when a contact moves from one bot to another.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "baton-router", version)]
+pub struct Args {
+    /// TOML configuration file; every key is optional (see deploy/baton.toml).
+    #[arg(long, env = "BATON_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to serve gRPC on.
+    #[arg(long, env = "BATON_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the embedded store (created when missing).
+    #[arg(long, env = "BATON_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep state in memory only (tests, demos): nothing survives a restart.
+    #[arg(long, env = "BATON_MEMORY")]
+    pub memory: bool,
+    /// Log format: text or json.
+    #[arg(long, env = "BATON_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Override one configuration key, e.g. `--set policy.threshold=0.8` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The `[server]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub memory: bool,
+    pub log_format: LogFormat,
+    /// How long in-flight decisions may take to finish after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// How often expired decisions are purged from the store.
+    #[serde(with = "humantime_serde")]
+    pub purge_every: Duration,
+    /// Decisions buffered per `WatchDecisions`/`WatchHandoffs` subscriber.
+    pub watch_buffer: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            data_dir: PathBuf::from("baton-data"),
+            memory: false,
+            log_format: LogFormat::Text,
+            shutdown_grace: Duration::from_secs(10),
+            purge_every: Duration::from_secs(600),
+            watch_buffer: 1024,
+        }
+    }
+}
+
+/// Everything the router runs with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RouterConfig {
+    pub server: ServerConfig,
+    #[serde(flatten)]
+    pub policy: PolicyConfig,
+}
+
+impl RouterConfig {
+    /// Builds the configuration from the file, the environment and the flags.
+    pub fn load(args: &Args) -> anyhow::Result<Self> {
+        let mut table = match &args.config {
+            Some(path) => read_table(path)?,
+            None => toml::Table::new(),
+        };
+        for (name, value) in std::env::vars() {
+            if let Some(key) = env_key(&name) {
+                set_key(&mut table, &key, &value).with_context(|| format!("environment {name}"))?;
+            }
+        }
+        for item in &args.overrides {
+            let Some((key, value)) = item.split_once('=') else {
+                bail!("--set '{item}': expected KEY=VALUE");
+            };
+            set_key(&mut table, key.trim(), value.trim())
+                .with_context(|| format!("--set {item}"))?;
+        }
+        let mut config = Self::from_table(table)?;
+        if let Some(listen) = args.listen {
+            config.server.listen = listen;
+        }
+        if let Some(dir) = &args.data_dir {
+            config.server.data_dir = dir.clone();
+        }
+        if args.memory {
+            config.server.memory = true;
+        }
+        if let Some(format) = args.log_format {
+            config.server.log_format = format;
+        }
+        Ok(config)
+    }
+
+    /// Splits off `[server]`; every other section is the policy's. Both
+    /// halves reject unknown keys.
+    pub fn from_table(mut table: toml::Table) -> anyhow::Result<Self> {
+        let server = match table.remove("server") {
+            Some(v) => v
+                .try_into::<ServerConfig>()
+                .context("config section [server]")?,
+            None => ServerConfig::default(),
+        };
+        let text = toml::to_string(&table).context("config")?;
+        let policy = PolicyConfig::from_toml(&text)?;
+        if server.watch_buffer == 0 {
+            bail!("config key 'server.watch_buffer' must be above zero");
+        }
+        Ok(Self { server, policy })
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    text.parse::<toml::Table>()
+        .with_context(|| format!("config file {}", path.display()))
+}
+
+/// `BATON_POLICY__LOCK_WAIT` → `policy.lock_wait`; variables without `__`
+/// are the flags' own (`BATON_LISTEN`).
+fn env_key(name: &str) -> Option<String> {
+    let rest = name.strip_prefix("BATON_")?;
+    rest.contains("__").then(|| {
+        rest.split("__")
+            .map(str::to_ascii_lowercase)
+            .collect::<Vec<_>>()
+            .join(".")
+    })
+}
+
+/// Sets a dotted key; the value is read as TOML (`0.8`, `true`, `["a"]`)
+/// and otherwise taken as a string (`30m`).
+fn set_key(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Result<()> {
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        bail!("'{key}' is not a configuration key");
+    }
+    let (last, sections) = parts.split_last().context("empty key")?;
+    let mut node = table;
+    for section in sections {
+        let entry = node
+            .entry((*section).to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = entry
+            .as_table_mut()
+            .with_context(|| format!("'{section}' in '{key}' is not a section"))?;
+    }
+    node.insert((*last).to_owned(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Args {
+        Args::parse_from(std::iter::once("baton-router").chain(list.iter().copied()))
+    }
+
+    #[test]
+    fn no_file_means_the_defaults() {
+        let c = RouterConfig::load(&args(&[])).unwrap();
+        assert_eq!(c, RouterConfig::default());
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:7400");
+    }
+
+    #[test]
+    fn set_overrides_typed_values_and_durations() {
+        let c = RouterConfig::load(&args(&[
+            "--set",
+            "policy.threshold=0.8",
+            "--set",
+            "policy.lock_wait=1s",
+            "--set",
+            "server.shutdown_grace=3s",
+            "--listen",
+            "127.0.0.1:9000",
+        ]))
+        .unwrap();
+        assert_eq!(c.policy.policy.threshold, 0.8);
+        assert_eq!(c.policy.policy.lock_wait, Duration::from_secs(1));
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(3));
+        assert_eq!(c.server.listen.port(), 9000);
+    }
+
+    #[test]
+    fn typos_are_errors_that_name_the_key() {
+        let err = RouterConfig::load(&args(&["--set", "policy.treshold=0.8"])).unwrap_err();
+        assert!(format!("{err:#}").contains("treshold"), "{err:#}");
+        let err = RouterConfig::load(&args(&["--set", "server.lisen=1"])).unwrap_err();
+        assert!(format!("{err:#}").contains("lisen"), "{err:#}");
+        let err = RouterConfig::load(&args(&["--set", "nonsense"])).unwrap_err();
+        assert!(format!("{err:#}").contains("KEY=VALUE"), "{err:#}");
+    }
+
+    #[test]
+    fn env_names_map_to_keys() {
+        assert_eq!(
+            env_key("BATON_POLICY__LOCK_WAIT").as_deref(),
+            Some("policy.lock_wait")
+        );
+        assert_eq!(env_key("BATON_LISTEN"), None);
+        assert_eq!(env_key("HOME"), None);
+    }
+
+    #[test]
+    fn printed_config_reads_back_identically() {
+        let c = RouterConfig::default();
+        let table: toml::Table = c.to_toml().parse().unwrap();
+        assert_eq!(RouterConfig::from_table(table).unwrap(), c);
+    }
+
+    #[test]
+    fn the_shipped_example_file_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/baton.toml");
+        let c = RouterConfig::load(&args(&["--config", path.to_str().unwrap()])).unwrap();
+        assert_eq!(c, RouterConfig::default());
+    }
+}

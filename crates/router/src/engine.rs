@@ -1,0 +1,540 @@
+//! The decision pipeline around the pure policy: memory-only steps first
+//! (most messages end there, in `STAY`, without touching storage), then the
+//! contact lock, the gates against stored state, and one fenced commit.
+//!
+//! The engine also owns the two caches the memory-only steps read: the
+//! latest health report per bot and the learned threshold adjustments.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use baton_policy::gates::{self, Failure};
+use baton_policy::{
+    Assessment, BotIx, ContactState, ContextPacket, Decision, EntryKind, GateCheck, GateInput,
+    HUMAN, HealthReport, HealthStatus, Learned, Message, Next, Outcome, OutcomeWindow, Policy,
+    Signal, UnixMs, Verdict, assess_health, ms,
+};
+use baton_store::{Commit, RouteKey, Store, StoreError, StoredDecision};
+use tokio::sync::broadcast;
+use tracing::{Instrument, debug, info, info_span};
+
+use crate::error::EngineError;
+
+/// A validated `RequestHandoff`.
+#[derive(Debug, Clone)]
+pub struct HandoffRequest {
+    pub contact_id: String,
+    pub source: BotIx,
+    pub message: String,
+    pub signals: Vec<Signal>,
+    pub context: ContextPacket,
+    pub request_id: String,
+}
+
+/// A decision as it went out, for operators and target bots to watch.
+#[derive(Debug, Clone)]
+pub struct DecisionEvent {
+    pub contact_id: String,
+    pub source: String,
+    pub request_id: String,
+    pub at: UnixMs,
+    pub verdict: Verdict,
+}
+
+/// A decision and whether it was replayed from an earlier identical request.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    pub verdict: Verdict,
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Learning {
+    window: OutcomeWindow,
+    adjustment: f64,
+}
+
+/// Learned adjustments by route (`source * bots + target`) and pattern.
+struct LearnedCache {
+    bots: usize,
+    routes: Vec<HashMap<String, Learning>>,
+}
+
+impl Learned for LearnedCache {
+    fn adjustment(&self, source: BotIx, target: BotIx, pattern: &str) -> f64 {
+        self.routes[source * self.bots + target]
+            .get(pattern)
+            .map_or(0.0, |l| l.adjustment)
+    }
+}
+
+/// One learned threshold, for operators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LearnedThreshold {
+    pub key: RouteKey,
+    pub base: f64,
+    pub adjustment: f64,
+    pub threshold: f64,
+    pub outcomes: usize,
+    pub successes: usize,
+}
+
+/// A bot and how it is doing, for operators.
+#[derive(Debug, Clone)]
+pub struct BotView {
+    pub id: String,
+    pub sla_p95_ms: u64,
+    pub status: HealthStatus,
+    pub report: Option<HealthReport>,
+}
+
+pub struct Engine {
+    policy: Policy,
+    store: Arc<dyn Store>,
+    health: RwLock<Vec<Option<HealthReport>>>,
+    learned: RwLock<LearnedCache>,
+    counts: [AtomicU64; 8],
+    events: broadcast::Sender<Arc<DecisionEvent>>,
+}
+
+pub fn now_ms() -> UnixMs {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| ms(d))
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Engine {
+    /// Builds the engine and warms its caches from the store.
+    pub async fn new(
+        policy: Policy,
+        store: Arc<dyn Store>,
+        watch_buffer: usize,
+    ) -> Result<Self, EngineError> {
+        let bots = policy.config().bots.len();
+        let mut health = vec![None; bots];
+        for report in store.health_reports().await? {
+            if let Some(ix) = policy.bot_ix(&report.bot) {
+                health[ix] = Some(report);
+            }
+        }
+        let (events, _) = broadcast::channel(watch_buffer);
+        let engine = Self {
+            learned: RwLock::new(LearnedCache {
+                bots,
+                routes: vec![HashMap::new(); bots * bots],
+            }),
+            health: RwLock::new(health),
+            counts: Default::default(),
+            events,
+            policy,
+            store,
+        };
+        for (key, window) in engine.store.outcome_windows().await? {
+            engine.learn(&key, window);
+        }
+        Ok(engine)
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<DecisionEvent>> {
+        self.events.subscribe()
+    }
+
+    /// The whole pipeline of SPEC §2 for one validated request.
+    pub async fn decide(&self, req: HandoffRequest) -> Result<Decided, EngineError> {
+        let span = info_span!(
+            "decision",
+            contact = %req.contact_id,
+            source = self.policy.bot_id(req.source),
+            target = tracing::field::Empty,
+            decision = tracing::field::Empty,
+        );
+        async move {
+            let assessment = {
+                let learned = read(&self.learned);
+                let message = Message {
+                    source: req.source,
+                    text: &req.message,
+                    signals: &req.signals,
+                };
+                self.policy.assess(&message, &*learned)
+            };
+            let decided = match assessment.next {
+                Next::Stay => Decided {
+                    verdict: self.stay(assessment),
+                    replayed: false,
+                },
+                Next::Escalate | Next::Handoff => self.locked(&req, assessment).await?,
+            };
+            let v = &decided.verdict;
+            let span = tracing::Span::current();
+            span.record("target", v.target.as_str());
+            span.record("decision", v.decision.as_str());
+            if v.decision == Decision::Stay {
+                debug!(reason = %v.reason, "decided");
+            } else {
+                info!(reason = %v.reason, replayed = decided.replayed, "decided");
+            }
+            self.publish(&req, v);
+            Ok(decided)
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn stay(&self, a: Assessment) -> Verdict {
+        Verdict {
+            decision: Decision::Stay,
+            target: a
+                .target
+                .map(|t| self.policy.bot_id(t).to_owned())
+                .unwrap_or_default(),
+            confidence: a.confidence,
+            threshold: a.threshold,
+            pattern: a.pattern,
+            reason: a.reason,
+            gates: a.checks,
+            handoff_id: String::new(),
+            retry_after_ms: 0,
+            pending_intents: Vec::new(),
+            context: None,
+        }
+    }
+
+    /// Steps 6–8: lock, replay or gates, commit.
+    async fn locked(&self, req: &HandoffRequest, a: Assessment) -> Result<Decided, EngineError> {
+        let config = self.policy.config();
+        let source = self.policy.bot_id(req.source);
+        let target = a.target.map_or(HUMAN, |t| self.policy.bot_id(t));
+        let mut checks = a.checks;
+        let lock = match self
+            .store
+            .lock(&req.contact_id, config.policy.lock_wait)
+            .await
+        {
+            Ok(lock) => lock,
+            Err(StoreError::Busy(_)) => {
+                let why = format!(
+                    "another handoff holds the contact (waited {}ms)",
+                    config.policy.lock_wait.as_millis()
+                );
+                checks.push(GateCheck::new("lock", false, why.clone()));
+                let verdict = Verdict {
+                    decision: Decision::ContactBusy,
+                    target: target.to_owned(),
+                    confidence: a.confidence,
+                    threshold: a.threshold,
+                    pattern: a.pattern,
+                    reason: why,
+                    gates: checks,
+                    handoff_id: String::new(),
+                    retry_after_ms: ms(config.policy.lock_wait) as u64,
+                    pending_intents: Vec::new(),
+                    context: None,
+                };
+                return Ok(Decided {
+                    verdict,
+                    replayed: false,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let now = now_ms();
+        let loaded = self.store.load(&lock, &req.request_id, now).await?;
+        if let Some(verdict) = loaded.prior {
+            return Ok(Decided {
+                verdict,
+                replayed: true,
+            });
+        }
+        let mut contact = loaded
+            .contact
+            .unwrap_or_else(|| ContactState::new(source, now));
+        let target_ix = a.target;
+        let result = {
+            let health = read(&self.health);
+            let input = GateInput {
+                contact: &contact,
+                source,
+                target,
+                target_health: target_ix.and_then(|t| health[t].as_ref()),
+                target_sla: target_ix.map_or(Default::default(), |t| config.bots[t].sla_p95),
+                now,
+            };
+            match a.next {
+                Next::Escalate => gates::ownership(&input),
+                _ => gates::run_gates(config, &input),
+            }
+        };
+        checks.extend(result.checks);
+
+        let (decision, reason, retry_after) = match result.failure {
+            Some(Failure {
+                decision,
+                reason,
+                retry_after,
+            }) => (decision, reason, retry_after),
+            None if a.next == Next::Escalate => (Decision::EscalatedHuman, a.reason.clone(), None),
+            None => (Decision::Approved, a.reason.clone(), None),
+        };
+        let mut verdict = Verdict {
+            decision,
+            target: target.to_owned(),
+            confidence: a.confidence,
+            threshold: a.threshold,
+            pattern: a.pattern.clone(),
+            reason,
+            gates: checks,
+            handoff_id: String::new(),
+            retry_after_ms: retry_after.map_or(0, |d| ms(d) as u64),
+            pending_intents: a.pending.clone(),
+            context: None,
+        };
+        let mut commit = Commit {
+            contact_id: req.contact_id.clone(),
+            ..Default::default()
+        };
+        if decision.moves_contact() {
+            let (kind, to) = match decision {
+                Decision::Approved => (EntryKind::Handoff, target),
+                _ => (EntryKind::Escalation, HUMAN),
+            };
+            let handoff_id = uuid::Uuid::now_v7().to_string();
+            contact.hand_over(
+                kind,
+                &handoff_id,
+                to,
+                &a.pattern,
+                a.confidence,
+                &verdict.reason,
+                req.context.clone(),
+                &a.pending,
+                config,
+                now,
+            );
+            verdict.target = to.to_owned();
+            verdict.handoff_id = handoff_id.clone();
+            verdict.context = Some(contact.context.clone());
+            commit.contact = Some(contact);
+            commit.handoff_id = Some(handoff_id);
+        }
+        if !req.request_id.is_empty() {
+            let stored = StoredDecision {
+                verdict: verdict.clone(),
+                expires_at: now + ms(config.policy.decision_ttl),
+            };
+            commit.decision = Some((req.request_id.clone(), stored));
+        }
+        if commit.contact.is_some() || commit.decision.is_some() {
+            self.store.commit(lock, commit).await?;
+        }
+        Ok(Decided {
+            verdict,
+            replayed: false,
+        })
+    }
+
+    fn publish(&self, req: &HandoffRequest, verdict: &Verdict) {
+        self.counts[decision_index(verdict.decision)].fetch_add(1, Ordering::Relaxed);
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        let event = DecisionEvent {
+            contact_id: req.contact_id.clone(),
+            source: self.policy.bot_id(req.source).to_owned(),
+            request_id: req.request_id.clone(),
+            at: now_ms(),
+            verdict: verdict.clone(),
+        };
+        // Nobody listening is fine: the decision stands either way.
+        let _ = self.events.send(Arc::new(event));
+    }
+
+    /// The contact's state; `None` when no handoff ever touched it.
+    pub async fn contact(&self, contact_id: &str) -> Result<ContactState, EngineError> {
+        self.store
+            .contact(contact_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("contact '{contact_id}'")))
+    }
+
+    /// The context packet for the owner bot (`bot` empty: for anyone).
+    pub async fn context(&self, contact_id: &str, bot: &str) -> Result<ContactState, EngineError> {
+        let contact = self.contact(contact_id).await?;
+        if !bot.is_empty() && contact.owner != bot {
+            return Err(EngineError::FailedPrecondition(format!(
+                "bot '{bot}' does not own contact '{contact_id}' (owner '{}')",
+                contact.owner
+            )));
+        }
+        Ok(contact)
+    }
+
+    pub async fn acknowledge(
+        &self,
+        handoff_id: &str,
+        bot: &str,
+    ) -> Result<baton_store::Acknowledged, EngineError> {
+        Ok(self.store.acknowledge(handoff_id, bot, now_ms()).await?)
+    }
+
+    /// Records an outcome and returns the route's threshold after it.
+    pub async fn record_outcome(
+        &self,
+        handoff_id: &str,
+        outcome: Outcome,
+    ) -> Result<(RouteKey, f64, bool), EngineError> {
+        let recorded = self
+            .store
+            .record_outcome(handoff_id, outcome, &self.policy.config().learning)
+            .await?;
+        let threshold = self.learn(&recorded.key, recorded.window);
+        info!(handoff = handoff_id, route = %recorded.key.route(), pattern = %recorded.key.pattern, threshold, "outcome recorded");
+        Ok((recorded.key, threshold, recorded.recorded))
+    }
+
+    /// Puts a window into the cache; returns the route's threshold with it.
+    fn learn(&self, key: &RouteKey, window: OutcomeWindow) -> f64 {
+        let (Some(s), Some(t)) = (
+            self.policy.bot_ix(&key.source),
+            self.policy.bot_ix(&key.target),
+        ) else {
+            return self.policy.config().policy.threshold;
+        };
+        let adjustment = window.adjustment(&self.policy.config().learning);
+        let mut learned = write(&self.learned);
+        let n = learned.bots;
+        learned.routes[s * n + t].insert(key.pattern.clone(), Learning { window, adjustment });
+        self.policy.threshold(s, t, &key.pattern, &*learned)
+    }
+
+    /// Every route and pattern with outcomes, and its threshold now.
+    pub fn learned_thresholds(&self) -> Vec<LearnedThreshold> {
+        let learned = read(&self.learned);
+        let n = learned.bots;
+        let mut out = Vec::new();
+        for (ix, patterns) in learned.routes.iter().enumerate() {
+            let (s, t) = (ix / n, ix % n);
+            for (pattern, l) in patterns {
+                out.push(LearnedThreshold {
+                    key: RouteKey {
+                        source: self.policy.bot_id(s).to_owned(),
+                        target: self.policy.bot_id(t).to_owned(),
+                        pattern: pattern.clone(),
+                    },
+                    base: self.policy.base_threshold(s, t),
+                    adjustment: l.adjustment,
+                    threshold: self.policy.threshold(s, t, pattern, &*learned),
+                    outcomes: l.window.outcomes(),
+                    successes: l.window.successes(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    /// Keeps a probe's report (in the store and in the health cache).
+    pub async fn report_health(&self, mut report: HealthReport) -> Result<(), EngineError> {
+        let Some(ix) = self.policy.bot_ix(&report.bot) else {
+            return Err(EngineError::Invalid(format!(
+                "field 'report.bot': '{}' is not a configured bot",
+                report.bot
+            )));
+        };
+        report.received_at = now_ms();
+        self.store.put_health(&report).await?;
+        write(&self.health)[ix] = Some(report);
+        Ok(())
+    }
+
+    pub fn bots(&self) -> Vec<BotView> {
+        let config = self.policy.config();
+        let health = read(&self.health);
+        let now = now_ms();
+        config
+            .bots
+            .iter()
+            .zip(health.iter())
+            .map(|(bot, report)| BotView {
+                id: bot.id.clone(),
+                sla_p95_ms: ms(bot.sla_p95) as u64,
+                status: assess_health(report.as_ref(), bot.sla_p95, &config.health, now),
+                report: report.clone(),
+            })
+            .collect()
+    }
+
+    /// Decisions by kind since this process started.
+    pub fn counts(&self) -> Vec<(Decision, u64)> {
+        Decision::ALL
+            .iter()
+            .map(|d| (*d, self.counts[decision_index(*d)].load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// An operator hands the contact to `owner` and resets its chain.
+    pub async fn release(
+        &self,
+        contact_id: &str,
+        owner: &str,
+        reason: &str,
+    ) -> Result<String, EngineError> {
+        if self.policy.bot_ix(owner).is_none() {
+            return Err(EngineError::Invalid(format!(
+                "field 'owner': '{owner}' is not a configured bot"
+            )));
+        }
+        let config = self.policy.config();
+        let lock = match self.store.lock(contact_id, config.policy.lock_wait).await {
+            Err(StoreError::Busy(_)) => {
+                return Err(EngineError::Busy(format!(
+                    "contact '{contact_id}' is busy, retry"
+                )));
+            }
+            other => other?,
+        };
+        let now = now_ms();
+        let mut contact = self
+            .store
+            .load(&lock, "", now)
+            .await?
+            .contact
+            .ok_or_else(|| EngineError::NotFound(format!("contact '{contact_id}'")))?;
+        let previous = contact.owner.clone();
+        contact.release(owner, reason, config, now);
+        let commit = Commit {
+            contact_id: contact_id.to_owned(),
+            contact: Some(contact),
+            ..Default::default()
+        };
+        self.store.commit(lock, commit).await?;
+        info!(contact = contact_id, previous = %previous, owner, "contact released");
+        Ok(previous)
+    }
+
+    /// Deletes remembered decisions past their TTL.
+    pub async fn purge(&self) -> Result<usize, EngineError> {
+        Ok(self.store.purge_expired(now_ms()).await?)
+    }
+}
+
+fn decision_index(d: Decision) -> usize {
+    Decision::ALL.iter().position(|x| *x == d).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;
