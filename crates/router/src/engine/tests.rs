@@ -1,1 +1,285 @@
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
 
+use async_trait::async_trait;
+use baton_policy::{Config, HealthReport, LearningConfig};
+use baton_store::{Acknowledged, ContactLock, EmbeddedStore, Loaded, OutcomeRecorded};
+
+use super::*;
+
+/// Counts every call that reaches the store.
+struct Counting {
+    inner: EmbeddedStore,
+    calls: AtomicUsize,
+}
+
+impl Counting {
+    fn hit(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Store for Counting {
+    async fn lock(&self, c: &str, wait: Duration) -> Result<ContactLock, StoreError> {
+        self.hit();
+        self.inner.lock(c, wait).await
+    }
+    async fn load(&self, l: &ContactLock, r: &str, now: UnixMs) -> Result<Loaded, StoreError> {
+        self.hit();
+        self.inner.load(l, r, now).await
+    }
+    async fn commit(&self, l: ContactLock, c: Commit) -> Result<(), StoreError> {
+        self.hit();
+        self.inner.commit(l, c).await
+    }
+    async fn contact(&self, c: &str) -> Result<Option<ContactState>, StoreError> {
+        self.hit();
+        self.inner.contact(c).await
+    }
+    async fn acknowledge(&self, h: &str, b: &str, now: UnixMs) -> Result<Acknowledged, StoreError> {
+        self.hit();
+        self.inner.acknowledge(h, b, now).await
+    }
+    async fn record_outcome(
+        &self,
+        h: &str,
+        o: Outcome,
+        c: &LearningConfig,
+    ) -> Result<OutcomeRecorded, StoreError> {
+        self.hit();
+        self.inner.record_outcome(h, o, c).await
+    }
+    async fn outcome_windows(&self) -> Result<Vec<(RouteKey, OutcomeWindow)>, StoreError> {
+        self.hit();
+        self.inner.outcome_windows().await
+    }
+    async fn put_health(&self, r: &HealthReport) -> Result<(), StoreError> {
+        self.hit();
+        self.inner.put_health(r).await
+    }
+    async fn health_reports(&self) -> Result<Vec<HealthReport>, StoreError> {
+        self.hit();
+        self.inner.health_reports().await
+    }
+    async fn purge_expired(&self, now: UnixMs) -> Result<usize, StoreError> {
+        self.hit();
+        self.inner.purge_expired(now).await
+    }
+}
+
+async fn engine() -> (Engine, Arc<Counting>) {
+    let store = Arc::new(Counting {
+        inner: EmbeddedStore::in_memory().unwrap(),
+        calls: AtomicUsize::new(0),
+    });
+    let policy = Policy::new(Config::default()).unwrap();
+    let engine = Engine::new(policy, store.clone(), 16).await.unwrap();
+    store.calls.store(0, Ordering::SeqCst);
+    (engine, store)
+}
+
+fn request(engine: &Engine, contact: &str, source: &str, message: &str) -> HandoffRequest {
+    HandoffRequest {
+        contact_id: contact.into(),
+        source: engine.policy().bot_ix(source).unwrap(),
+        message: message.into(),
+        signals: vec![],
+        context: ContextPacket::default(),
+        request_id: String::new(),
+    }
+}
+
+fn with_signal(
+    mut req: HandoffRequest,
+    engine: &Engine,
+    target: &str,
+    confidence: f64,
+) -> HandoffRequest {
+    req.signals.push(Signal {
+        target: engine.policy().bot_ix(target).unwrap(),
+        confidence,
+        pattern: "model".into(),
+    });
+    req
+}
+
+#[tokio::test]
+async fn the_stay_path_never_touches_storage() {
+    let (engine, store) = engine().await;
+    for message in [
+        "hi there",
+        "what's the weather",
+        "I'm not looking to buy, just curious about FHA",
+    ] {
+        let d = engine
+            .decide(request(&engine, "c1", "lead", message))
+            .await
+            .unwrap();
+        assert_eq!(d.verdict.decision, Decision::Stay, "{message}");
+    }
+    let below = with_signal(
+        request(&engine, "c1", "lead", "hmm"),
+        &engine,
+        "buyer",
+        0.69,
+    );
+    assert_eq!(
+        engine.decide(below).await.unwrap().verdict.decision,
+        Decision::Stay
+    );
+    assert_eq!(store.calls.load(Ordering::SeqCst), 0);
+    // The approve path does use the store: the counter counts.
+    let sell = request(&engine, "c1", "lead", "I want to sell my house");
+    assert_eq!(
+        engine.decide(sell).await.unwrap().verdict.decision,
+        Decision::Approved
+    );
+    assert_eq!(store.calls.load(Ordering::SeqCst), 3); // lock, load, commit
+}
+
+#[tokio::test]
+async fn a_repeated_request_id_replays_the_decision_and_executes_once() {
+    let (engine, _) = engine().await;
+    let mut req = request(&engine, "c1", "lead", "I want to sell my house");
+    req.request_id = "r-1".into();
+    let first = engine.decide(req.clone()).await.unwrap();
+    let again = engine.decide(req).await.unwrap();
+    assert_eq!(first.verdict.decision, Decision::Approved);
+    assert!(!first.replayed && again.replayed);
+    assert_eq!(again.verdict, first.verdict);
+    let contact = engine.contact("c1").await.unwrap();
+    assert_eq!(contact.history.len(), 1);
+    assert_eq!(contact.owner, "seller");
+}
+
+#[tokio::test]
+async fn a_human_trigger_escalates_and_bots_then_find_the_contact_with_a_human() {
+    let (engine, _) = engine().await;
+    let d = engine
+        .decide(request(
+            &engine,
+            "c1",
+            "lead",
+            "can I talk to a real person",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        (d.verdict.decision, d.verdict.target.as_str()),
+        (Decision::EscalatedHuman, HUMAN)
+    );
+    let d = engine
+        .decide(request(&engine, "c1", "lead", "I want to sell my house"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (d.verdict.decision, d.verdict.reason.as_str()),
+        (Decision::NotOwner, "with human")
+    );
+    // An operator hands it back and the chain starts over.
+    assert_eq!(
+        engine.release("c1", "lead", "called back").await.unwrap(),
+        HUMAN
+    );
+    let d = engine
+        .decide(request(&engine, "c1", "lead", "I want to sell my house"))
+        .await
+        .unwrap();
+    assert_eq!(d.verdict.decision, Decision::Approved);
+}
+
+#[tokio::test]
+async fn a_held_lock_makes_the_request_contact_busy() {
+    let (engine, store) = engine().await;
+    let held = store
+        .inner
+        .lock("c1", Duration::from_millis(10))
+        .await
+        .unwrap();
+    let d = engine
+        .decide(request(&engine, "c1", "lead", "I want to sell my house"))
+        .await
+        .unwrap();
+    assert_eq!(d.verdict.decision, Decision::ContactBusy);
+    assert_eq!(d.verdict.retry_after_ms, 250);
+    drop(held);
+    assert!(engine.contact("c1").await.is_err());
+}
+
+#[tokio::test]
+async fn nine_of_ten_successful_outcomes_let_a_0_66_signal_through() {
+    let (engine, _) = engine().await;
+    let mut handoffs = Vec::new();
+    for i in 0..10 {
+        let req = with_signal(
+            request(&engine, &format!("c{i}"), "lead", "x"),
+            &engine,
+            "seller",
+            0.9,
+        );
+        let d = engine.decide(req).await.unwrap();
+        assert_eq!(d.verdict.decision, Decision::Approved);
+        handoffs.push(d.verdict.handoff_id);
+    }
+    let weak = || {
+        with_signal(
+            request(&engine, "weak", "lead", "x"),
+            &engine,
+            "seller",
+            0.66,
+        )
+    };
+    for (i, id) in handoffs.iter().enumerate() {
+        // Before the tenth outcome, nothing changes.
+        assert_eq!(
+            engine.decide(weak()).await.unwrap().verdict.decision,
+            Decision::Stay
+        );
+        let outcome = if i == 0 {
+            Outcome::Failed
+        } else {
+            Outcome::Successful
+        };
+        let (key, threshold, recorded) = engine.record_outcome(id, outcome).await.unwrap();
+        assert!(recorded);
+        assert_eq!(key.route(), "lead>seller");
+        assert_eq!(threshold, if i == 9 { 0.65 } else { 0.7 });
+    }
+    let d = engine.decide(weak()).await.unwrap();
+    assert_eq!(
+        (d.verdict.decision, d.verdict.threshold),
+        (Decision::Approved, 0.65)
+    );
+    let learned = engine.learned_thresholds();
+    assert_eq!(learned.len(), 1);
+    assert_eq!(
+        (
+            learned[0].outcomes,
+            learned[0].successes,
+            learned[0].threshold
+        ),
+        (10, 9, 0.65)
+    );
+}
+
+#[tokio::test]
+async fn an_unhealthy_report_defers_and_a_healthy_one_lets_through() {
+    let (engine, _) = engine().await;
+    let report = |p95| HealthReport {
+        bot: "buyer".into(),
+        sample_count: 100,
+        p95_ms: p95,
+        ..Default::default()
+    };
+    engine.report_health(report(2500.0)).await.unwrap();
+    let buy = || request(&engine, "c1", "lead", "I want to buy a house");
+    let d = engine.decide(buy()).await.unwrap();
+    assert_eq!(d.verdict.decision, Decision::DeferredUnhealthy);
+    assert_eq!(d.verdict.retry_after_ms, 30_000);
+    engine.report_health(report(900.0)).await.unwrap();
+    assert_eq!(
+        engine.decide(buy()).await.unwrap().verdict.decision,
+        Decision::Approved
+    );
+}
