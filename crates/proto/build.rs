@@ -8,17 +8,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     // SAFETY of the build: build scripts are single-threaded, and prost-build reads PROTOC.
     unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
-    let files = [
+    let product = [
         "baton/v1/types.proto",
         "baton/v1/handoff.proto",
         "baton/v1/health.proto",
         "baton/v1/admin.proto",
-        "baton/bench/v1/echo.proto",
     ];
-    let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(out.join("baton_descriptor.bin"))
-        .compile_protos(&paths, &[root.clone()])?;
+    // The bench echo gets its own descriptor set so reflection on the
+    // router lists only the product's services.
+    let sets = [
+        (&product[..], "baton_descriptor.bin"),
+        (&["baton/bench/v1/echo.proto"][..], "bench_descriptor.bin"),
+    ];
+    for (files, descriptor) in sets {
+        let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();
+        tonic_prost_build::configure()
+            .file_descriptor_set_path(out.join(descriptor))
+            .compile_protos(&paths, std::slice::from_ref(&root))?;
+    }
     println!("cargo:rerun-if-changed={}", root.display());
     Ok(())
 }

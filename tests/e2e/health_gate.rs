@@ -1,0 +1,96 @@
+//! SPEC §2.7.5: a slow target is refused until it reports healthy again.
+
+use baton_proto::v1::{Decision, HealthReport, ListBotsRequest, ReportHealthRequest};
+
+use crate::{decision, request, router};
+
+fn report(p95_ms: f64) -> ReportHealthRequest {
+    ReportHealthRequest {
+        report: Some(HealthReport {
+            bot: "buyer".into(),
+            window_ms: 60_000,
+            sample_count: 100,
+            p50_ms: 400.0,
+            p95_ms,
+            p99_ms: p95_ms + 100.0,
+            error_rate: 0.0,
+            observed_at_unix_ms: 0,
+        }),
+    }
+}
+
+#[tokio::test]
+async fn a_slow_buyer_defers_the_handoff_and_a_healthy_report_approves_it() {
+    let router = router(&[]).await;
+    let mut health = router.health().await;
+    let accepted = health
+        .report_health(tokio_stream::iter(vec![report(2500.0)]))
+        .await
+        .unwrap();
+    assert_eq!(accepted.into_inner().accepted, 1);
+
+    let mut handoff = router.handoff().await;
+    let buy = || request("health-1", "lead", "I want to buy a house");
+    let reply = handoff.request_handoff(buy()).await.unwrap().into_inner();
+    assert_eq!(
+        decision(&reply),
+        Decision::DeferredUnhealthy,
+        "{}",
+        reply.reason
+    );
+    assert!(
+        reply.reason.contains("p95 2500ms above 2160ms"),
+        "{}",
+        reply.reason
+    );
+    assert_eq!(reply.retry_after_ms, 30_000);
+    let failed = reply.gates.last().unwrap();
+    assert_eq!((failed.gate.as_str(), failed.passed), ("health", false));
+
+    health
+        .report_health(tokio_stream::iter(vec![report(900.0)]))
+        .await
+        .unwrap();
+    let bots = router
+        .admin()
+        .await
+        .list_bots(ListBotsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .bots;
+    let buyer = bots.iter().find(|b| b.id == "buyer").unwrap();
+    assert_eq!(buyer.last_report.as_ref().unwrap().p95_ms, 900.0);
+
+    let reply = handoff.request_handoff(buy()).await.unwrap().into_inner();
+    assert_eq!(decision(&reply), Decision::Approved, "{}", reply.reason);
+    assert_eq!(reply.target_bot, "buyer");
+}
+
+#[tokio::test]
+async fn a_report_for_an_unknown_bot_is_rejected_and_not_applied() {
+    let router = router(&[]).await;
+    let mut bad = report(100.0);
+    bad.report.as_mut().unwrap().bot = "ghost".into();
+    let status = router
+        .health()
+        .await
+        .report_health(tokio_stream::iter(vec![bad]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("report.bot"),
+        "{}",
+        status.message()
+    );
+    let bots = router
+        .admin()
+        .await
+        .list_bots(ListBotsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .bots;
+    assert!(bots.iter().all(|b| b.last_report.is_none()));
+}

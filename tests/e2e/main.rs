@@ -1,0 +1,37 @@
+//! End-to-end tests: the built `baton-router` binary, started as a real
+//! process on a loopback port, driven over real gRPC.
+
+mod bad_input;
+mod context;
+mod health_gate;
+mod loops;
+mod operators;
+mod race;
+
+use std::path::Path;
+
+use baton_proto::v1::{Decision, RequestHandoffRequest, RequestHandoffResponse};
+use baton_test_support::Router;
+
+pub fn router_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_baton-router"))
+}
+
+pub async fn router(extra: &[&str]) -> Router {
+    Router::start(router_bin(), extra)
+        .await
+        .expect("start baton-router")
+}
+
+pub fn request(contact: &str, source: &str, message: &str) -> RequestHandoffRequest {
+    RequestHandoffRequest {
+        contact_id: contact.into(),
+        source_bot: source.into(),
+        message: message.into(),
+        ..Default::default()
+    }
+}
+
+pub fn decision(r: &RequestHandoffResponse) -> Decision {
+    Decision::try_from(r.decision).expect("known decision")
+}

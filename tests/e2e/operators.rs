@@ -1,0 +1,241 @@
+//! What operators and bots use around decisions: reflection (v1 and
+//! v1alpha), acknowledgements, outcomes, stats, release, the decision feed.
+
+use baton_proto::v1::*;
+use tokio_stream::StreamExt;
+use tonic_reflection::pb::{v1, v1alpha};
+
+use crate::{decision, request, router};
+
+#[tokio::test]
+async fn reflection_v1_and_v1alpha_list_every_service() {
+    let router = router(&[]).await;
+    let channel = tonic::transport::Channel::from_shared(router.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let expected = [
+        "baton.v1.AdminService",
+        "baton.v1.HandoffService",
+        "baton.v1.HealthService",
+        "grpc.health.v1.Health",
+    ];
+
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let ask = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut replies = client
+        .server_reflection_info(tokio_stream::iter(vec![ask]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        replies.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("v1 reflection did not list services");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for name in expected {
+        assert!(
+            names.iter().any(|n| n == name),
+            "v1 lacks {name}: {names:?}"
+        );
+    }
+
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let ask = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut replies = client
+        .server_reflection_info(tokio_stream::iter(vec![ask]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        replies.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("v1alpha reflection did not list services");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for name in expected {
+        assert!(
+            names.iter().any(|n| n == name),
+            "v1alpha lacks {name}: {names:?}"
+        );
+    }
+    assert!(
+        !names.iter().any(|n| n.contains("Echo")),
+        "bench service leaked: {names:?}"
+    );
+}
+
+#[tokio::test]
+async fn acknowledge_outcome_stats_release_and_the_decision_feed() {
+    let router = router(&[]).await;
+    let mut handoff = router.handoff().await;
+    let mut admin = router.admin().await;
+    let mut feed = admin
+        .watch_decisions(WatchDecisionsRequest {
+            contact_id: "ops-1".into(),
+            bot: String::new(),
+            skip_stay: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut incoming = handoff
+        .watch_handoffs(WatchHandoffsRequest {
+            bot: "seller".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Streams are registered before the first decision is published.
+    handoff
+        .request_handoff(request("ops-1", "lead", "hello"))
+        .await
+        .unwrap();
+    let reply = handoff
+        .request_handoff(request("ops-1", "lead", "I want to sell my house"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(decision(&reply), Decision::Approved);
+
+    let seen = feed.next().await.unwrap().unwrap().decision.unwrap();
+    assert_eq!(
+        (seen.decision, seen.handoff_id.as_str()),
+        (Decision::Approved as i32, reply.handoff_id.as_str())
+    );
+    let pushed = incoming.next().await.unwrap().unwrap();
+    assert_eq!(pushed.handoff.unwrap().handoff_id, reply.handoff_id);
+
+    let ack = || AcknowledgeHandoffRequest {
+        contact_id: "ops-1".into(),
+        handoff_id: reply.handoff_id.clone(),
+        bot: "seller".into(),
+    };
+    assert!(
+        handoff
+            .acknowledge_handoff(ack())
+            .await
+            .unwrap()
+            .into_inner()
+            .first_acknowledgement
+    );
+    assert!(
+        !handoff
+            .acknowledge_handoff(ack())
+            .await
+            .unwrap()
+            .into_inner()
+            .first_acknowledgement
+    );
+
+    let outcome = RecordOutcomeRequest {
+        handoff_id: reply.handoff_id.clone(),
+        outcome: Outcome::Successful as i32,
+    };
+    let recorded = handoff
+        .record_outcome(outcome.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            recorded.route.as_str(),
+            recorded.recorded,
+            recorded.threshold
+        ),
+        ("lead>seller", true, 0.7)
+    );
+    assert!(
+        !handoff
+            .record_outcome(outcome)
+            .await
+            .unwrap()
+            .into_inner()
+            .recorded
+    );
+    let bad = RecordOutcomeRequest {
+        handoff_id: reply.handoff_id.clone(),
+        outcome: 0,
+    };
+    assert_eq!(
+        handoff.record_outcome(bad).await.unwrap_err().code(),
+        tonic::Code::InvalidArgument
+    );
+
+    let stats = admin
+        .get_stats(GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let count = |d: Decision| {
+        stats
+            .decisions
+            .iter()
+            .find(|c| c.decision == d as i32)
+            .unwrap()
+            .count
+    };
+    assert_eq!((count(Decision::Stay), count(Decision::Approved)), (1, 1));
+    assert_eq!(stats.thresholds.len(), 1);
+    assert_eq!(
+        (stats.thresholds[0].outcomes, stats.thresholds[0].successes),
+        (1, 1)
+    );
+
+    let released = admin
+        .release_contact(ReleaseContactRequest {
+            contact_id: "ops-1".into(),
+            owner: "lead".into(),
+            reason: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(released.previous_owner, "seller");
+    let contact = admin
+        .get_contact(GetContactRequest {
+            contact_id: "ops-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((contact.owner.as_str(), contact.chain_depth), ("lead", 0));
+    let history = &contact.history[0];
+    assert_eq!(
+        (history.acknowledged_at_unix_ms > 0, history.outcome),
+        (true, Outcome::Successful as i32)
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_cleanly() {
+    let mut router = router(&[]).await;
+    let mut feed = router
+        .admin()
+        .await
+        .watch_decisions(WatchDecisionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    router.process().signal("TERM").unwrap();
+    // Open streams end instead of holding the shutdown up.
+    assert!(feed.next().await.is_none_or(|item| item.is_err()));
+    let status = router
+        .process()
+        .wait(std::time::Duration::from_secs(15))
+        .await;
+    assert!(status.success(), "{status:?}");
+}
