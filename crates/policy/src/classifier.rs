@@ -1,5 +1,10 @@
 //! The built-in rule classifier (SPEC §2.2, §2.4): configured phrases with
 //! weights per target bot, negation-aware, plus the human triggers.
+//!
+//! Patterns are indexed by their first word, so a message costs one hash
+//! lookup per word rather than a scan of every pattern at every position.
+
+use std::collections::HashMap;
 
 use crate::config::Config;
 use crate::text::{PatternWord, Tokens, pattern_words, tokenize};
@@ -9,7 +14,8 @@ pub type BotIx = usize;
 
 #[derive(Debug)]
 struct Pattern {
-    bot: BotIx,
+    /// The bot it points at; `None` for a human trigger.
+    bot: Option<BotIx>,
     phrase: String,
     words: Vec<PatternWord>,
     weight: f64,
@@ -22,10 +28,22 @@ pub struct BotScore<'a> {
     pub pattern: &'a str,
 }
 
+/// What the classifier found in one message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classification<'a> {
+    /// One entry per configured bot.
+    pub scores: Vec<BotScore<'a>>,
+    /// The first human trigger found, if any.
+    pub human: Option<&'a str>,
+}
+
 #[derive(Debug)]
 pub struct Classifier {
     patterns: Vec<Pattern>,
-    human: Vec<Pattern>,
+    /// Patterns whose first word is exact, by that word.
+    by_first: HashMap<String, Vec<usize>>,
+    /// Patterns whose first word is a prefix (`foreclos*`): tried at every word.
+    prefix_first: Vec<usize>,
     negations: Vec<String>,
     negation_window: usize,
     clause_breaks: Vec<String>,
@@ -41,27 +59,34 @@ impl Classifier {
             let Some(bot) = ix(&intent.bot) else { continue };
             for p in &intent.patterns {
                 patterns.push(Pattern {
-                    bot,
+                    bot: Some(bot),
                     phrase: p.phrase.clone(),
                     words: pattern_words(&p.phrase),
                     weight: p.weight,
                 });
             }
         }
-        let human = config
-            .human
-            .patterns
-            .iter()
-            .map(|phrase| Pattern {
-                bot: 0,
+        for phrase in &config.human.patterns {
+            patterns.push(Pattern {
+                bot: None,
                 phrase: phrase.clone(),
                 words: pattern_words(phrase),
                 weight: 1.0,
-            })
-            .collect();
+            });
+        }
+        let mut by_first: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut prefix_first = Vec::new();
+        for (i, p) in patterns.iter().enumerate() {
+            match p.words.first() {
+                Some(PatternWord::Exact(w)) => by_first.entry(w.clone()).or_default().push(i),
+                Some(PatternWord::Prefix(_)) => prefix_first.push(i),
+                None => {}
+            }
+        }
         Self {
             patterns,
-            human,
+            by_first,
+            prefix_first,
             negations: config.classifier.negations.clone(),
             negation_window: config.classifier.negation_window,
             clause_breaks: config.classifier.clause_breaks.clone(),
@@ -73,47 +98,55 @@ impl Classifier {
         tokenize(message, &self.clause_breaks)
     }
 
-    /// Scores every bot; independent matches combine as 1 − Π(1 − weight).
-    pub fn score(&self, tokens: &Tokens) -> Vec<BotScore<'_>> {
-        let mut miss = vec![1.0f64; self.bots];
-        let mut best: Vec<(f64, &str)> = vec![(0.0, ""); self.bots];
-        for p in &self.patterns {
-            if self.find(tokens, p) {
-                miss[p.bot] *= 1.0 - p.weight;
-                if p.weight > best[p.bot].0 {
-                    best[p.bot] = (p.weight, &p.phrase);
+    /// Scores every bot (independent matches combine as 1 − Π(1 − weight))
+    /// and finds the first human trigger.
+    pub fn classify(&self, tokens: &Tokens) -> Classification<'_> {
+        let mut matched = vec![false; self.patterns.len()];
+        for start in 0..tokens.len() {
+            let exact = self.by_first.get(tokens.word(start)).map_or(&[][..], Vec::as_slice);
+            for &i in exact.iter().chain(&self.prefix_first) {
+                if !matched[i] && self.matches_at(tokens, &self.patterns[i], start) {
+                    matched[i] = true;
                 }
             }
         }
-        miss.iter()
+        let mut miss = vec![1.0f64; self.bots];
+        let mut best: Vec<(f64, &str)> = vec![(0.0, ""); self.bots];
+        let mut human = None;
+        for (p, _) in self.patterns.iter().zip(&matched).filter(|(_, m)| **m) {
+            match p.bot {
+                Some(bot) => {
+                    miss[bot] *= 1.0 - p.weight;
+                    if p.weight > best[bot].0 {
+                        best[bot] = (p.weight, &p.phrase);
+                    }
+                }
+                None => {
+                    human.get_or_insert(p.phrase.as_str());
+                }
+            }
+        }
+        let scores = miss
+            .iter()
             .zip(best)
             .map(|(m, (_, pattern))| BotScore {
                 score: 1.0 - m,
                 pattern,
             })
-            .collect()
+            .collect();
+        Classification { scores, human }
     }
 
-    /// The first human trigger in the message, if any.
-    pub fn human_trigger(&self, tokens: &Tokens) -> Option<&str> {
-        self.human
-            .iter()
-            .find(|p| self.find(tokens, p))
-            .map(|p| p.phrase.as_str())
-    }
-
-    /// Whether `p` occurs, un-negated, within one clause of `tokens`.
-    fn find(&self, tokens: &Tokens, p: &Pattern) -> bool {
+    /// Whether `p` occurs at `start`, within one clause, and un-negated.
+    fn matches_at(&self, tokens: &Tokens, p: &Pattern, start: usize) -> bool {
         let n = p.words.len();
-        if n == 0 || tokens.len() < n {
+        if start + n > tokens.len() {
             return false;
         }
-        (0..=tokens.len() - n).any(|start| {
-            let clause = tokens.clause(start);
-            p.words.iter().enumerate().all(|(k, w)| {
-                tokens.clause(start + k) == clause && w.matches(tokens.word(start + k))
-            }) && !self.negated(tokens, start)
-        })
+        let clause = tokens.clause(start);
+        p.words.iter().enumerate().all(|(k, w)| {
+            tokens.clause(start + k) == clause && w.matches(tokens.word(start + k))
+        }) && !self.negated(tokens, start)
     }
 
     /// A negation word up to `negation_window` words before `start`, in the same clause.
@@ -132,7 +165,7 @@ mod tests {
     fn scores(message: &str) -> (f64, f64) {
         let config = Config::default();
         let c = Classifier::new(&config);
-        let s = c.score(&c.tokenize(message));
+        let s = c.classify(&c.tokenize(message)).scores;
         (s[2].score, s[1].score) // seller, buyer
     }
 
@@ -160,15 +193,18 @@ mod tests {
     }
 
     #[test]
+    fn a_pattern_counts_once_however_often_it_occurs() {
+        assert_eq!(scores("sell"), scores("sell sell sell. sell!"));
+    }
+
+    #[test]
     fn human_triggers() {
         let config = Config::default();
         let c = Classifier::new(&config);
-        let t = |m: &str| c.human_trigger(&c.tokenize(m)).map(str::to_owned);
-        assert_eq!(
-            t("can I talk to a real person").as_deref(),
-            Some("real person")
-        );
+        let t = |m: &str| c.classify(&c.tokenize(m)).human.map(str::to_owned);
+        assert_eq!(t("can I talk to a real person").as_deref(), Some("real person"));
         assert_eq!(t("I'm facing foreclosure").as_deref(), Some("foreclos*"));
+        assert_eq!(t("I am not facing foreclosure"), None);
         assert_eq!(t("I want to sell my house"), None);
     }
 }

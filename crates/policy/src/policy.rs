@@ -137,12 +137,9 @@ impl Policy {
     /// checks the human triggers and the threshold.
     pub fn assess(&self, message: &Message<'_>, learned: &impl Learned) -> Assessment {
         let tokens = self.classifier.tokenize(message.text);
-        let mut scores: Vec<(f64, &str)> = self
-            .classifier
-            .score(&tokens)
-            .into_iter()
-            .map(|s| (s.score, s.pattern))
-            .collect();
+        let found = self.classifier.classify(&tokens);
+        let mut scores: Vec<(f64, &str)> =
+            found.scores.iter().map(|s| (s.score, s.pattern)).collect();
         // The strongest signal per target wins, whether the bot's or ours.
         for s in message.signals {
             if s.confidence > scores[s.target].0 {
@@ -157,7 +154,7 @@ impl Policy {
         let mut checks = Vec::with_capacity(3);
         let pick = self.pick(message.source, &scores);
 
-        if let Some(trigger) = self.classifier.human_trigger(&tokens) {
+        if let Some(trigger) = found.human {
             let reason = format!("human trigger '{trigger}'");
             checks.push(GateCheck::new("human", false, reason.clone()));
             return Assessment {

@@ -43,20 +43,26 @@ fn straighten(c: char) -> char {
 
 /// Normalises `message` and splits it into words and clauses.
 pub fn tokenize(message: &str, clause_breaks: &[String]) -> Tokens {
-    let mut text = String::with_capacity(message.len());
-    for c in message.nfkc().map(straighten) {
-        text.extend(c.to_lowercase());
-    }
+    // ASCII is its own NFKC form and has no curly quotes: only case to fold.
+    let text = if message.is_ascii() {
+        message.to_ascii_lowercase()
+    } else {
+        let mut text = String::with_capacity(message.len());
+        for c in message.nfkc().map(straighten) {
+            text.extend(c.to_lowercase());
+        }
+        text
+    };
     let mut words = Vec::with_capacity(text.len() / 4 + 1);
     let mut clause = 0u32;
     let mut start: Option<usize> = None;
-    let bytes: Vec<(usize, char)> = text.char_indices().collect();
-    for (k, &(i, c)) in bytes.iter().enumerate() {
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
         // An apostrophe belongs to a word only between two letters (what's, don't).
         let in_word = c.is_alphanumeric()
             || (c == '\''
                 && start.is_some()
-                && bytes.get(k + 1).is_some_and(|&(_, n)| n.is_alphanumeric()));
+                && chars.peek().is_some_and(|&(_, n)| n.is_alphanumeric()));
         if in_word {
             start.get_or_insert(i);
             continue;

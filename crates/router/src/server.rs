@@ -26,7 +26,7 @@ use crate::handoff::HandoffApi;
 pub fn open_store(config: &RouterConfig) -> anyhow::Result<Arc<dyn Store>> {
     let store = if config.server.memory {
         info!("state kept in memory only: nothing survives a restart");
-        EmbeddedStore::in_memory()?
+        EmbeddedStore::in_memory()
     } else {
         let dir = &config.server.data_dir;
         info!(data_dir = %dir.display(), "embedded store");

@@ -1,150 +1,227 @@
-//! The embedded store: one redb file under the router's data directory (or
-//! redb's in-memory backend for tests and benchmarks), values as JSON, and
-//! in-process contact locks. A single router owns the file.
+//! The embedded store: one redb file under the router's data directory, or
+//! plain maps in memory for tests and benchmarks; in-process contact locks.
+//! A single router owns it. The operations themselves live in [`tables`].
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_policy::{ContactState, HealthReport, LearningConfig, Outcome, OutcomeWindow, UnixMs};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use crate::{
-    Acknowledged, Commit, ContactLock, Loaded, LocalLocks, OutcomeRecorded, RouteKey, Store,
-    StoreError, StoredDecision,
-};
-
-const CONTACTS: TableDefinition<&str, &[u8]> = TableDefinition::new("contacts");
-/// Keyed `contact_id \0 request_id`: request ids are scoped to their contact.
-const DECISIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("decisions");
-/// Handoff id → contact id.
-const HANDOFFS: TableDefinition<&str, &str> = TableDefinition::new("handoffs");
-const OUTCOMES: TableDefinition<&str, &[u8]> = TableDefinition::new("outcomes");
-const HEALTH: TableDefinition<&str, &[u8]> = TableDefinition::new("health");
-
-pub struct EmbeddedStore {
-    db: Arc<Database>,
-    locks: LocalLocks,
-    /// File-backed commits fsync, so they run off the async workers.
-    blocking: bool,
-}
+use crate::tables::{self, Read, Table, Write};
+use crate::{Acknowledged, Commit, ContactLock, Loaded, LocalLocks, OutcomeRecorded, RouteKey, Store, StoreError};
 
 fn io(e: impl Into<redb::Error>) -> StoreError {
     StoreError::unavailable(e.into())
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    // Serialising plain data structs to JSON cannot fail.
-    serde_json::to_vec(value).unwrap_or_default()
+fn definition(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    TableDefinition::new(table.name())
 }
 
-fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { what, source })
+struct RedbRead(redb::ReadTransaction);
+
+impl Read for RedbRead {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let t = self.0.open_table(definition(table)).map_err(io)?;
+        Ok(t.get(key).map_err(io)?.map(|v| v.value().to_vec()))
+    }
+
+    fn scan(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let t = self.0.open_table(definition(table)).map_err(io)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(io)? {
+            let (k, v) = row.map_err(io)?;
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
 }
 
-fn decision_key(contact_id: &str, request_id: &str) -> String {
-    format!("{contact_id}\0{request_id}")
+struct RedbWrite<'a>(&'a redb::WriteTransaction);
+
+impl Read for RedbWrite<'_> {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let t = self.0.open_table(definition(table)).map_err(io)?;
+        Ok(t.get(key).map_err(io)?.map(|v| v.value().to_vec()))
+    }
+
+    fn scan(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let t = self.0.open_table(definition(table)).map_err(io)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(io)? {
+            let (k, v) = row.map_err(io)?;
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+impl Write for RedbWrite<'_> {
+    fn put(&mut self, table: Table, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        let mut t = self.0.open_table(definition(table)).map_err(io)?;
+        t.insert(key, value.as_slice()).map_err(io)?;
+        Ok(())
+    }
+
+    fn remove(&mut self, table: Table, key: &str) -> Result<(), StoreError> {
+        let mut t = self.0.open_table(definition(table)).map_err(io)?;
+        t.remove(key).map_err(io)?;
+        Ok(())
+    }
+}
+
+/// One hash map per table.
+#[derive(Default)]
+struct Maps([HashMap<String, Vec<u8>>; Table::ALL.len()]);
+
+impl Maps {
+    fn table(&mut self, table: Table) -> &mut HashMap<String, Vec<u8>> {
+        &mut self.0[table as usize]
+    }
+}
+
+/// A write on the in-memory maps: changes are staged and applied together,
+/// so an operation that fails halfway leaves nothing behind.
+struct MemWrite<'a> {
+    maps: &'a mut Maps,
+    staged: Vec<(Table, String, Option<Vec<u8>>)>,
+}
+
+impl Read for Maps {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0[table as usize].get(key).cloned())
+    }
+
+    fn scan(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut rows: Vec<_> = self.0[table as usize]
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        rows.sort();
+        Ok(rows)
+    }
+}
+
+impl Read for MemWrite<'_> {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let staged = self.staged.iter().rev().find(|(t, k, _)| *t == table && k == key);
+        match staged {
+            Some((_, _, value)) => Ok(value.clone()),
+            None => Read::get(&*self.maps, table, key),
+        }
+    }
+
+    fn scan(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut rows: BTreeMap<String, Vec<u8>> = self.maps.scan(table)?.into_iter().collect();
+        for (t, k, v) in &self.staged {
+            if *t == table {
+                match v {
+                    Some(v) => rows.insert(k.clone(), v.clone()),
+                    None => rows.remove(k),
+                };
+            }
+        }
+        Ok(rows.into_iter().collect())
+    }
+}
+
+impl Write for MemWrite<'_> {
+    fn put(&mut self, table: Table, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.staged.push((table, key.to_owned(), Some(value)));
+        Ok(())
+    }
+
+    fn remove(&mut self, table: Table, key: &str) -> Result<(), StoreError> {
+        self.staged.push((table, key.to_owned(), None));
+        Ok(())
+    }
+}
+
+enum Backend {
+    File(Arc<Database>),
+    Memory(Arc<Mutex<Maps>>),
+}
+
+pub struct EmbeddedStore {
+    backend: Backend,
+    locks: LocalLocks,
 }
 
 impl EmbeddedStore {
     /// Opens (or creates) `dir/baton.redb`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("baton.redb");
         let db = Database::create(&path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        Self::init(db, true)
-    }
-
-    /// A store that lives in memory only: for tests and benchmarks.
-    pub fn in_memory() -> Result<Self, StoreError> {
-        let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(io)?;
-        Self::init(db, false)
-    }
-
-    fn init(db: Database, blocking: bool) -> Result<Self, StoreError> {
         let txn = db.begin_write().map_err(io)?;
-        txn.open_table(CONTACTS).map_err(io)?;
-        txn.open_table(DECISIONS).map_err(io)?;
-        txn.open_table(HANDOFFS).map_err(io)?;
-        txn.open_table(OUTCOMES).map_err(io)?;
-        txn.open_table(HEALTH).map_err(io)?;
+        for table in Table::ALL {
+            txn.open_table(definition(table)).map_err(io)?;
+        }
         txn.commit().map_err(io)?;
         Ok(Self {
-            db: Arc::new(db),
+            backend: Backend::File(Arc::new(db)),
             locks: LocalLocks::default(),
-            blocking,
         })
     }
 
-    /// Runs a write transaction, off the async workers when it will fsync.
-    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&redb::WriteTransaction) -> Result<T, StoreError> + Send + 'static,
-    {
-        let db = Arc::clone(&self.db);
-        let run = move || {
-            let txn = db.begin_write().map_err(io)?;
-            let out = f(&txn)?;
-            txn.commit().map_err(io)?;
-            Ok(out)
-        };
-        if self.blocking {
-            tokio::task::spawn_blocking(run)
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
-        } else {
-            run()
+    /// A store that lives in memory only: for tests, demos and benchmarks.
+    pub fn in_memory() -> Self {
+        Self {
+            backend: Backend::Memory(Arc::default()),
+            locks: LocalLocks::default(),
         }
     }
 
-    fn read_contact(&self, contact_id: &str) -> Result<Option<ContactState>, StoreError> {
-        let txn = self.db.begin_read().map_err(io)?;
-        let table = txn.open_table(CONTACTS).map_err(io)?;
-        let found = table.get(contact_id).map_err(io)?;
-        found.map(|v| decode("contact", v.value())).transpose()
+    fn read<T>(&self, f: impl FnOnce(&dyn Read) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        match &self.backend {
+            Backend::File(db) => f(&RedbRead(db.begin_read().map_err(io)?)),
+            Backend::Memory(maps) => f(&*maps.lock().unwrap_or_else(|p| p.into_inner())),
+        }
     }
-}
 
-fn get_contact(
-    table: &impl ReadableTable<&'static str, &'static [u8]>,
-    contact_id: &str,
-) -> Result<Option<ContactState>, StoreError> {
-    let found = table.get(contact_id).map_err(io)?;
-    found.map(|v| decode("contact", v.value())).transpose()
-}
-
-/// Finds a handoff's contact and runs `f` on its history entry, saving the contact.
-fn update_entry<T>(
-    txn: &redb::WriteTransaction,
-    handoff_id: &str,
-    f: impl FnOnce(&mut baton_policy::HistoryEntry) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    let not_found = || StoreError::NotFound {
-        what: "handoff",
-        id: handoff_id.to_owned(),
-    };
-    let contact_id = {
-        let handoffs = txn.open_table(HANDOFFS).map_err(io)?;
-        let found = handoffs.get(handoff_id).map_err(io)?;
-        found.map(|v| v.value().to_owned()).ok_or_else(not_found)?
-    };
-    let mut contacts = txn.open_table(CONTACTS).map_err(io)?;
-    let mut contact = get_contact(&contacts, &contact_id)?.ok_or_else(not_found)?;
-    let entry = contact.entry_mut(handoff_id).ok_or_else(not_found)?;
-    let out = f(entry)?;
-    contacts
-        .insert(contact_id.as_str(), encode(&contact).as_slice())
-        .map_err(io)?;
-    Ok(out)
+    /// Runs `f` in one write transaction. File commits fsync, so they run
+    /// off the async workers.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Write) -> Result<T, StoreError> + Send + 'static,
+    {
+        match &self.backend {
+            Backend::File(db) => {
+                let db = Arc::clone(db);
+                let run = move || {
+                    let txn = db.begin_write().map_err(io)?;
+                    let out = f(&mut RedbWrite(&txn))?;
+                    txn.commit().map_err(io)?;
+                    Ok(out)
+                };
+                tokio::task::spawn_blocking(run)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+            }
+            Backend::Memory(maps) => {
+                let mut maps = maps.lock().unwrap_or_else(|p| p.into_inner());
+                let mut txn = MemWrite {
+                    maps: &mut maps,
+                    staged: Vec::new(),
+                };
+                let out = f(&mut txn)?;
+                for (table, key, value) in std::mem::take(&mut txn.staged) {
+                    match value {
+                        Some(v) => txn.maps.table(table).insert(key, v),
+                        None => txn.maps.table(table).remove(&key),
+                    };
+                }
+                Ok(out)
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -153,88 +230,27 @@ impl Store for EmbeddedStore {
         self.locks.lock(contact_id, wait).await
     }
 
-    async fn load(
-        &self,
-        lock: &ContactLock,
-        request_id: &str,
-        now: UnixMs,
-    ) -> Result<Loaded, StoreError> {
-        let txn = self.db.begin_read().map_err(io)?;
-        let contact = get_contact(&txn.open_table(CONTACTS).map_err(io)?, &lock.contact_id)?;
-        let mut prior = None;
-        if !request_id.is_empty() {
-            let decisions = txn.open_table(DECISIONS).map_err(io)?;
-            let key = decision_key(&lock.contact_id, request_id);
-            if let Some(v) = decisions.get(key.as_str()).map_err(io)? {
-                let stored: StoredDecision = decode("decision", v.value())?;
-                if stored.expires_at > now {
-                    prior = Some(stored.verdict);
-                }
-            }
-        }
-        Ok(Loaded { contact, prior })
+    async fn load(&self, lock: &ContactLock, request_id: &str, now: UnixMs) -> Result<Loaded, StoreError> {
+        self.read(|r| tables::load(r, &lock.contact_id, request_id, now))
     }
 
     async fn commit(&self, lock: ContactLock, commit: Commit) -> Result<(), StoreError> {
         if lock.contact_id != commit.contact_id {
             return Err(StoreError::Fenced(commit.contact_id));
         }
-        self.write(move |txn| {
-            if let Some(contact) = &commit.contact {
-                let mut t = txn.open_table(CONTACTS).map_err(io)?;
-                t.insert(commit.contact_id.as_str(), encode(contact).as_slice())
-                    .map_err(io)?;
-            }
-            if let Some((request_id, decision)) = &commit.decision {
-                let mut t = txn.open_table(DECISIONS).map_err(io)?;
-                let key = decision_key(&commit.contact_id, request_id);
-                t.insert(key.as_str(), encode(decision).as_slice())
-                    .map_err(io)?;
-            }
-            if let Some(handoff_id) = &commit.handoff_id {
-                let mut t = txn.open_table(HANDOFFS).map_err(io)?;
-                t.insert(handoff_id.as_str(), commit.contact_id.as_str())
-                    .map_err(io)?;
-            }
-            Ok(())
-        })
-        .await?;
+        self.write(move |w| tables::commit(w, &commit)).await?;
         drop(lock);
         Ok(())
     }
 
     async fn contact(&self, contact_id: &str) -> Result<Option<ContactState>, StoreError> {
-        self.read_contact(contact_id)
+        self.read(|r| tables::contact(r, contact_id))
     }
 
-    async fn acknowledge(
-        &self,
-        handoff_id: &str,
-        bot: &str,
-        now: UnixMs,
-    ) -> Result<Acknowledged, StoreError> {
+    async fn acknowledge(&self, handoff_id: &str, bot: &str, now: UnixMs) -> Result<Acknowledged, StoreError> {
         let (handoff_id, bot) = (handoff_id.to_owned(), bot.to_owned());
-        self.write(move |txn| {
-            update_entry(txn, &handoff_id, |entry| {
-                if entry.to != bot {
-                    return Err(StoreError::Conflict(format!(
-                        "handoff '{handoff_id}' went to '{}', not '{bot}'",
-                        entry.to
-                    )));
-                }
-                Ok(match entry.acknowledged_at {
-                    Some(at) => Acknowledged { at, first: false },
-                    None => {
-                        entry.acknowledged_at = Some(now);
-                        Acknowledged {
-                            at: now,
-                            first: true,
-                        }
-                    }
-                })
-            })
-        })
-        .await
+        self.write(move |w| tables::acknowledge(w, &handoff_id, &bot, now))
+            .await
     }
 
     async fn record_outcome(
@@ -244,90 +260,25 @@ impl Store for EmbeddedStore {
         config: &LearningConfig,
     ) -> Result<OutcomeRecorded, StoreError> {
         let (handoff_id, config) = (handoff_id.to_owned(), config.clone());
-        self.write(move |txn| {
-            let (key, fresh) = update_entry(txn, &handoff_id, |entry| {
-                let key = RouteKey {
-                    source: entry.from.clone(),
-                    target: entry.to.clone(),
-                    pattern: entry.pattern.clone(),
-                };
-                let fresh = entry.outcome.is_none();
-                if fresh {
-                    entry.outcome = Some(outcome);
-                }
-                Ok((key, fresh))
-            })?;
-            let mut outcomes = txn.open_table(OUTCOMES).map_err(io)?;
-            let encoded = key.encode();
-            let mut window: OutcomeWindow = match outcomes.get(encoded.as_str()).map_err(io)? {
-                Some(v) => decode("outcome window", v.value())?,
-                None => OutcomeWindow::default(),
-            };
-            if fresh {
-                window.record(outcome, &config);
-                outcomes
-                    .insert(encoded.as_str(), encode(&window).as_slice())
-                    .map_err(io)?;
-            }
-            Ok(OutcomeRecorded {
-                key,
-                window,
-                recorded: fresh,
-            })
-        })
-        .await
+        self.write(move |w| tables::record_outcome(w, &handoff_id, outcome, &config))
+            .await
     }
 
     async fn outcome_windows(&self) -> Result<Vec<(RouteKey, OutcomeWindow)>, StoreError> {
-        let txn = self.db.begin_read().map_err(io)?;
-        let table = txn.open_table(OUTCOMES).map_err(io)?;
-        let mut out = Vec::new();
-        for row in table.iter().map_err(io)? {
-            let (k, v) = row.map_err(io)?;
-            if let Some(key) = RouteKey::decode(k.value()) {
-                out.push((key, decode("outcome window", v.value())?));
-            }
-        }
-        Ok(out)
+        self.read(|r| tables::outcome_windows(r))
     }
 
     async fn put_health(&self, report: &HealthReport) -> Result<(), StoreError> {
         let report = report.clone();
-        self.write(move |txn| {
-            let mut t = txn.open_table(HEALTH).map_err(io)?;
-            t.insert(report.bot.as_str(), encode(&report).as_slice())
-                .map_err(io)?;
-            Ok(())
-        })
-        .await
+        self.write(move |w| tables::put_health(w, &report)).await
     }
 
     async fn health_reports(&self) -> Result<Vec<HealthReport>, StoreError> {
-        let txn = self.db.begin_read().map_err(io)?;
-        let table = txn.open_table(HEALTH).map_err(io)?;
-        let mut out = Vec::new();
-        for row in table.iter().map_err(io)? {
-            let (_, v) = row.map_err(io)?;
-            out.push(decode("health report", v.value())?);
-        }
-        Ok(out)
+        self.read(|r| tables::health_reports(r))
     }
 
     async fn purge_expired(&self, now: UnixMs) -> Result<usize, StoreError> {
-        self.write(move |txn| {
-            let mut t = txn.open_table(DECISIONS).map_err(io)?;
-            let mut removed = 0;
-            t.retain(|_, v| {
-                let keep = serde_json::from_slice::<StoredDecision>(v)
-                    .map(|d| d.expires_at > now)
-                    .unwrap_or(false);
-                removed += usize::from(!keep);
-                keep
-            })
-            .map_err(io)?;
-            Ok(removed)
-        })
-        .await
+        self.write(move |w| tables::purge_expired(w, now)).await
     }
 }
 
@@ -335,6 +286,7 @@ impl Store for EmbeddedStore {
 mod tests {
     use super::*;
     use baton_policy::{Config, ContextPacket, Decision, EntryKind, Verdict};
+    use crate::StoredDecision;
 
     fn verdict() -> Verdict {
         Verdict {
@@ -354,67 +306,51 @@ mod tests {
 
     async fn approve(store: &EmbeddedStore, contact_id: &str, request_id: &str) {
         let config = Config::default();
-        let lock = store
-            .lock(contact_id, Duration::from_millis(100))
-            .await
-            .unwrap();
+        let lock = store.lock(contact_id, Duration::from_millis(100)).await.unwrap();
         let mut state = ContactState::new("lead", 1);
-        let context = ContextPacket {
-            timeline: Some("3 months".into()),
-            ..Default::default()
-        };
-        state.hand_over(
-            EntryKind::Handoff,
-            "h1",
-            "seller",
-            "sell my house",
-            0.9,
-            "",
-            context,
-            &[],
-            &config,
-            1_000,
-        );
+        let context = ContextPacket { timeline: Some("3 months".into()), ..Default::default() };
+        state.hand_over(EntryKind::Handoff, "h1", "seller", "sell my house", 0.9, "", context, &[], &config, 1_000);
         let commit = Commit {
             contact_id: contact_id.into(),
             contact: Some(state),
-            decision: Some((
-                request_id.into(),
-                StoredDecision {
-                    verdict: verdict(),
-                    expires_at: 5_000,
-                },
-            )),
+            decision: Some((request_id.into(), StoredDecision { verdict: verdict(), expires_at: 5_000 })),
             handoff_id: Some("h1".into()),
         };
         store.commit(lock, commit).await.unwrap();
     }
 
+    struct TempDir(std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn temp_dir(label: &str) -> TempDir {
+        TempDir(std::env::temp_dir().join(format!("baton-store-{label}-{}", std::process::id())))
+    }
+
+    /// Both backends, fresh.
+    fn backends(label: &str) -> (TempDir, [EmbeddedStore; 2]) {
+        let dir = temp_dir(label);
+        let file = EmbeddedStore::open(&dir.0).unwrap();
+        (dir, [file, EmbeddedStore::in_memory()])
+    }
+
     #[tokio::test]
     async fn everything_survives_reopening_the_file() {
-        let dir = std::env::temp_dir().join(format!("baton-store-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = temp_dir("reopen");
         {
-            let store = EmbeddedStore::open(&dir).unwrap();
+            let store = EmbeddedStore::open(&dir.0).unwrap();
             approve(&store, "c1", "r1").await;
-            store
-                .record_outcome("h1", Outcome::Successful, &LearningConfig::default())
-                .await
-                .unwrap();
-            let report = HealthReport {
-                bot: "buyer".into(),
-                p95_ms: 120.0,
-                ..Default::default()
-            };
+            store.record_outcome("h1", Outcome::Successful, &LearningConfig::default()).await.unwrap();
+            let report = HealthReport { bot: "buyer".into(), p95_ms: 120.0, ..Default::default() };
             store.put_health(&report).await.unwrap();
         }
-        let store = EmbeddedStore::open(&dir).unwrap();
+        let store = EmbeddedStore::open(&dir.0).unwrap();
         let c = store.contact("c1").await.unwrap().unwrap();
         assert_eq!(c.owner, "seller");
-        assert_eq!(
-            c.live_context(2_000).unwrap().timeline.as_deref(),
-            Some("3 months")
-        );
+        assert_eq!(c.live_context(2_000).unwrap().timeline.as_deref(), Some("3 months"));
         assert_eq!(c.history[0].outcome, Some(Outcome::Successful));
         let windows = store.outcome_windows().await.unwrap();
         assert_eq!(windows.len(), 1);
@@ -422,72 +358,52 @@ mod tests {
         assert_eq!(windows[0].1.successes(), 1);
         assert_eq!(store.health_reports().await.unwrap()[0].p95_ms, 120.0);
         let lock = store.lock("c1", Duration::from_millis(10)).await.unwrap();
-        assert_eq!(
-            store.load(&lock, "r1", 2_000).await.unwrap().prior,
-            Some(verdict())
-        );
-        drop(lock);
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(store.load(&lock, "r1", 2_000).await.unwrap().prior, Some(verdict()));
     }
 
     #[tokio::test]
     async fn decisions_expire_and_are_purged() {
-        let store = EmbeddedStore::in_memory().unwrap();
-        approve(&store, "c1", "r1").await;
-        let lock = store.lock("c1", Duration::from_millis(10)).await.unwrap();
-        assert!(
-            store
-                .load(&lock, "r1", 4_999)
-                .await
-                .unwrap()
-                .prior
-                .is_some()
-        );
-        assert!(
-            store
-                .load(&lock, "r1", 5_000)
-                .await
-                .unwrap()
-                .prior
-                .is_none()
-        );
-        assert!(store.load(&lock, "other", 0).await.unwrap().prior.is_none());
-        drop(lock);
-        assert_eq!(store.purge_expired(5_000).await.unwrap(), 1);
-        assert_eq!(store.purge_expired(5_000).await.unwrap(), 0);
+        let (_dir, stores) = backends("purge");
+        for store in stores {
+            approve(&store, "c1", "r1").await;
+            let lock = store.lock("c1", Duration::from_millis(10)).await.unwrap();
+            assert!(store.load(&lock, "r1", 4_999).await.unwrap().prior.is_some());
+            assert!(store.load(&lock, "r1", 5_000).await.unwrap().prior.is_none());
+            assert!(store.load(&lock, "other", 0).await.unwrap().prior.is_none());
+            drop(lock);
+            assert_eq!(store.purge_expired(5_000).await.unwrap(), 1);
+            assert_eq!(store.purge_expired(5_000).await.unwrap(), 0);
+        }
     }
 
     #[tokio::test]
     async fn outcomes_count_once_per_handoff_and_acks_check_the_target() {
-        let store = EmbeddedStore::in_memory().unwrap();
-        approve(&store, "c1", "r1").await;
-        let config = LearningConfig::default();
-        let first = store
-            .record_outcome("h1", Outcome::Failed, &config)
-            .await
-            .unwrap();
-        let again = store
-            .record_outcome("h1", Outcome::Successful, &config)
-            .await
-            .unwrap();
-        assert!(first.recorded && !again.recorded);
-        assert_eq!((again.window.outcomes(), again.window.successes()), (1, 0));
-        let missing = store.record_outcome("nope", Outcome::Failed, &config).await;
-        assert!(matches!(missing, Err(StoreError::NotFound { .. })));
-        assert!(matches!(
-            store.acknowledge("h1", "buyer", 7).await,
-            Err(StoreError::Conflict(_))
-        ));
-        assert_eq!(
-            store.acknowledge("h1", "seller", 7).await.unwrap(),
-            Acknowledged { at: 7, first: true }
-        );
-        assert_eq!(
-            store.acknowledge("h1", "seller", 9).await.unwrap(),
-            Acknowledged {
-                at: 7,
-                first: false
-            }
-        );
+        let (_dir, stores) = backends("outcomes");
+        for store in stores {
+            approve(&store, "c1", "r1").await;
+            let config = LearningConfig::default();
+            let first = store.record_outcome("h1", Outcome::Failed, &config).await.unwrap();
+            let again = store.record_outcome("h1", Outcome::Successful, &config).await.unwrap();
+            assert!(first.recorded && !again.recorded);
+            assert_eq!((again.window.outcomes(), again.window.successes()), (1, 0));
+            let missing = store.record_outcome("nope", Outcome::Failed, &config).await;
+            assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+            assert!(matches!(store.acknowledge("h1", "buyer", 7).await, Err(StoreError::Conflict(_))));
+            assert_eq!(store.acknowledge("h1", "seller", 7).await.unwrap(), Acknowledged { at: 7, first: true });
+            assert_eq!(store.acknowledge("h1", "seller", 9).await.unwrap(), Acknowledged { at: 7, first: false });
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_memory_write_leaves_nothing_behind() {
+        let store = EmbeddedStore::in_memory();
+        let err = store
+            .write(|w| {
+                w.put(Table::Health, "buyer", b"{}".to_vec())?;
+                Err::<(), _>(StoreError::Conflict("halfway".into()))
+            })
+            .await;
+        assert!(err.is_err());
+        assert!(store.health_reports().await.unwrap().is_empty());
     }
 }

@@ -10,6 +10,7 @@
 mod embedded;
 mod error;
 mod locks;
+mod tables;
 
 use std::time::Duration;
 

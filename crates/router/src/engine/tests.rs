@@ -70,7 +70,7 @@ impl Store for Counting {
 
 async fn engine() -> (Engine, Arc<Counting>) {
     let store = Arc::new(Counting {
-        inner: EmbeddedStore::in_memory().unwrap(),
+        inner: EmbeddedStore::in_memory(),
         calls: AtomicUsize::new(0),
     });
     let policy = Policy::new(Config::default()).unwrap();
