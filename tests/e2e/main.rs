@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod context;
+mod grpcurl;
 mod health_gate;
 mod loops;
 mod operators;

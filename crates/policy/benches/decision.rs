@@ -7,19 +7,29 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use baton_policy::gates::{GateInput, run_gates};
-use baton_policy::{Config, ContactState, ContextPacket, EntryKind, Message, NothingLearned, Policy};
+use baton_policy::{
+    Config, ContactState, ContextPacket, EntryKind, Message, NothingLearned, Policy,
+};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const STAY: &str = "Thanks! We're flexible on the closing date, what are the next steps?";
 const SELL: &str = "I need to sell my house, what\u{2019}s my home worth?";
 
 fn stay(policy: &Policy) {
-    let m = Message { source: 0, text: black_box(STAY), signals: &[] };
+    let m = Message {
+        source: 0,
+        text: black_box(STAY),
+        signals: &[],
+    };
     black_box(policy.assess(&m, &NothingLearned));
 }
 
 fn approve(policy: &Policy, now: i64) {
-    let m = Message { source: 0, text: black_box(SELL), signals: &[] };
+    let m = Message {
+        source: 0,
+        text: black_box(SELL),
+        signals: &[],
+    };
     let a = policy.assess(&m, &NothingLearned);
     let target = policy.bot_id(a.target.expect("seller"));
     let mut contact = ContactState::new("lead", now);
@@ -33,8 +43,22 @@ fn approve(policy: &Policy, now: i64) {
     };
     let result = run_gates(policy.config(), &input);
     assert!(result.failure.is_none());
-    let context = ContextPacket { timeline: Some("3 months".into()), ..Default::default() };
-    contact.hand_over(EntryKind::Handoff, "h", target, &a.pattern, a.confidence, &a.reason, context, &a.pending, policy.config(), now);
+    let context = ContextPacket {
+        timeline: Some("3 months".into()),
+        ..Default::default()
+    };
+    contact.hand_over(
+        EntryKind::Handoff,
+        "h",
+        target,
+        &a.pattern,
+        a.confidence,
+        &a.reason,
+        context,
+        &a.pending,
+        policy.config(),
+        now,
+    );
     black_box(contact);
 }
 
@@ -74,7 +98,10 @@ fn bench(c: &mut Criterion) {
         a99.as_secs_f64() * 1e6,
         a99.as_secs_f64() * 1e6 / 20.0
     );
-    println!("  approve / stay at p50: {:.1}x", a50.as_secs_f64() / s50.as_secs_f64());
+    println!(
+        "  approve / stay at p50: {:.1}x",
+        a50.as_secs_f64() / s50.as_secs_f64()
+    );
 }
 
 criterion_group! {

@@ -103,7 +103,10 @@ impl Classifier {
     pub fn classify(&self, tokens: &Tokens) -> Classification<'_> {
         let mut matched = vec![false; self.patterns.len()];
         for start in 0..tokens.len() {
-            let exact = self.by_first.get(tokens.word(start)).map_or(&[][..], Vec::as_slice);
+            let exact = self
+                .by_first
+                .get(tokens.word(start))
+                .map_or(&[][..], Vec::as_slice);
             for &i in exact.iter().chain(&self.prefix_first) {
                 if !matched[i] && self.matches_at(tokens, &self.patterns[i], start) {
                     matched[i] = true;
@@ -144,9 +147,11 @@ impl Classifier {
             return false;
         }
         let clause = tokens.clause(start);
-        p.words.iter().enumerate().all(|(k, w)| {
-            tokens.clause(start + k) == clause && w.matches(tokens.word(start + k))
-        }) && !self.negated(tokens, start)
+        p.words
+            .iter()
+            .enumerate()
+            .all(|(k, w)| tokens.clause(start + k) == clause && w.matches(tokens.word(start + k)))
+            && !self.negated(tokens, start)
     }
 
     /// A negation word up to `negation_window` words before `start`, in the same clause.
@@ -202,7 +207,10 @@ mod tests {
         let config = Config::default();
         let c = Classifier::new(&config);
         let t = |m: &str| c.classify(&c.tokenize(m)).human.map(str::to_owned);
-        assert_eq!(t("can I talk to a real person").as_deref(), Some("real person"));
+        assert_eq!(
+            t("can I talk to a real person").as_deref(),
+            Some("real person")
+        );
         assert_eq!(t("I'm facing foreclosure").as_deref(), Some("foreclos*"));
         assert_eq!(t("I am not facing foreclosure"), None);
         assert_eq!(t("I want to sell my house"), None);

@@ -43,12 +43,19 @@ fn percentiles(n: usize, mut f: impl FnMut()) -> (f64, f64) {
 
 fn engine(rt: &tokio::runtime::Runtime) -> Engine {
     let store = Arc::new(EmbeddedStore::in_memory());
-    rt.block_on(Engine::new(Policy::new(Config::default()).unwrap(), store, 16))
-        .unwrap()
+    rt.block_on(Engine::new(
+        Policy::new(Config::default()).unwrap(),
+        store,
+        16,
+    ))
+    .unwrap()
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     // Percentiles first, each path on a fresh store of its own.
     let engine = engine(&rt);
     let policy = Policy::new(Config::default()).unwrap();
@@ -59,14 +66,21 @@ fn bench(c: &mut Criterion) {
     };
 
     let pure_stay = || {
-        let m = Message { source: 0, text: black_box(STAY), signals: &[] };
+        let m = Message {
+            source: 0,
+            text: black_box(STAY),
+            signals: &[],
+        };
         black_box(policy.assess(&m, &NothingLearned));
     };
     let stay = |contact: String| {
         let d = rt.block_on(engine.decide(request(contact, STAY))).unwrap();
         black_box(d);
     };
-    let n: usize = std::env::var("BATON_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
+    let n: usize = std::env::var("BATON_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
     let (p50, p99) = percentiles(n, pure_stay);
     let (s50, s99) = percentiles(n, || stay("c".into()));
     let contacts: Vec<String> = (0..n).map(|i| format!("p-{i}")).collect();
@@ -77,8 +91,16 @@ fn bench(c: &mut Criterion) {
     });
     println!("single decisions, {n} each (us):");
     println!("  policy stay (baseline)  p50 {p50:>6.2}  p99 {p99:>6.2}");
-    println!("  engine stay             p50 {s50:>6.2}  p99 {s99:>6.2}  target p99 <= 5   ({:.2} of target, {:.2}x baseline p50)", s99 / 5.0, s50 / p50);
-    println!("  engine approve          p50 {a50:>6.2}  p99 {a99:>6.2}  target p99 <= 20  ({:.2} of target, {:.2}x baseline p50)", a99 / 20.0, a50 / p50);
+    println!(
+        "  engine stay             p50 {s50:>6.2}  p99 {s99:>6.2}  target p99 <= 5   ({:.2} of target, {:.2}x baseline p50)",
+        s99 / 5.0,
+        s50 / p50
+    );
+    println!(
+        "  engine approve          p50 {a50:>6.2}  p99 {a99:>6.2}  target p99 <= 20  ({:.2} of target, {:.2}x baseline p50)",
+        a99 / 20.0,
+        a50 / p50
+    );
 
     let engine = self::engine(&rt);
     c.bench_function("policy/stay (baseline)", |b| b.iter(pure_stay));

@@ -100,9 +100,7 @@ pub struct Engine {
 }
 
 pub fn now_ms() -> UnixMs {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| ms(d))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, ms)
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

@@ -12,7 +12,10 @@ use baton_policy::{ContactState, HealthReport, LearningConfig, Outcome, OutcomeW
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::tables::{self, Read, Table, Write};
-use crate::{Acknowledged, Commit, ContactLock, Loaded, LocalLocks, OutcomeRecorded, RouteKey, Store, StoreError};
+use crate::{
+    Acknowledged, Commit, ContactLock, Loaded, LocalLocks, OutcomeRecorded, RouteKey, Store,
+    StoreError,
+};
 
 fn io(e: impl Into<redb::Error>) -> StoreError {
     StoreError::unavailable(e.into())
@@ -108,7 +111,11 @@ impl Read for Maps {
 
 impl Read for MemWrite<'_> {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let staged = self.staged.iter().rev().find(|(t, k, _)| *t == table && k == key);
+        let staged = self
+            .staged
+            .iter()
+            .rev()
+            .find(|(t, k, _)| *t == table && k == key);
         match staged {
             Some((_, _, value)) => Ok(value.clone()),
             None => Read::get(&*self.maps, table, key),
@@ -154,8 +161,9 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Opens (or creates) `dir/baton.redb`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        })?;
         let path = dir.join("baton.redb");
         let db = Database::create(&path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
@@ -230,7 +238,12 @@ impl Store for EmbeddedStore {
         self.locks.lock(contact_id, wait).await
     }
 
-    async fn load(&self, lock: &ContactLock, request_id: &str, now: UnixMs) -> Result<Loaded, StoreError> {
+    async fn load(
+        &self,
+        lock: &ContactLock,
+        request_id: &str,
+        now: UnixMs,
+    ) -> Result<Loaded, StoreError> {
         self.read(|r| tables::load(r, &lock.contact_id, request_id, now))
     }
 
@@ -247,7 +260,12 @@ impl Store for EmbeddedStore {
         self.read(|r| tables::contact(r, contact_id))
     }
 
-    async fn acknowledge(&self, handoff_id: &str, bot: &str, now: UnixMs) -> Result<Acknowledged, StoreError> {
+    async fn acknowledge(
+        &self,
+        handoff_id: &str,
+        bot: &str,
+        now: UnixMs,
+    ) -> Result<Acknowledged, StoreError> {
         let (handoff_id, bot) = (handoff_id.to_owned(), bot.to_owned());
         self.write(move |w| tables::acknowledge(w, &handoff_id, &bot, now))
             .await
@@ -285,8 +303,8 @@ impl Store for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use baton_policy::{Config, ContextPacket, Decision, EntryKind, Verdict};
     use crate::StoredDecision;
+    use baton_policy::{Config, ContextPacket, Decision, EntryKind, Verdict};
 
     fn verdict() -> Verdict {
         Verdict {
@@ -306,14 +324,37 @@ mod tests {
 
     async fn approve(store: &EmbeddedStore, contact_id: &str, request_id: &str) {
         let config = Config::default();
-        let lock = store.lock(contact_id, Duration::from_millis(100)).await.unwrap();
+        let lock = store
+            .lock(contact_id, Duration::from_millis(100))
+            .await
+            .unwrap();
         let mut state = ContactState::new("lead", 1);
-        let context = ContextPacket { timeline: Some("3 months".into()), ..Default::default() };
-        state.hand_over(EntryKind::Handoff, "h1", "seller", "sell my house", 0.9, "", context, &[], &config, 1_000);
+        let context = ContextPacket {
+            timeline: Some("3 months".into()),
+            ..Default::default()
+        };
+        state.hand_over(
+            EntryKind::Handoff,
+            "h1",
+            "seller",
+            "sell my house",
+            0.9,
+            "",
+            context,
+            &[],
+            &config,
+            1_000,
+        );
         let commit = Commit {
             contact_id: contact_id.into(),
             contact: Some(state),
-            decision: Some((request_id.into(), StoredDecision { verdict: verdict(), expires_at: 5_000 })),
+            decision: Some((
+                request_id.into(),
+                StoredDecision {
+                    verdict: verdict(),
+                    expires_at: 5_000,
+                },
+            )),
             handoff_id: Some("h1".into()),
         };
         store.commit(lock, commit).await.unwrap();
@@ -343,14 +384,24 @@ mod tests {
         {
             let store = EmbeddedStore::open(&dir.0).unwrap();
             approve(&store, "c1", "r1").await;
-            store.record_outcome("h1", Outcome::Successful, &LearningConfig::default()).await.unwrap();
-            let report = HealthReport { bot: "buyer".into(), p95_ms: 120.0, ..Default::default() };
+            store
+                .record_outcome("h1", Outcome::Successful, &LearningConfig::default())
+                .await
+                .unwrap();
+            let report = HealthReport {
+                bot: "buyer".into(),
+                p95_ms: 120.0,
+                ..Default::default()
+            };
             store.put_health(&report).await.unwrap();
         }
         let store = EmbeddedStore::open(&dir.0).unwrap();
         let c = store.contact("c1").await.unwrap().unwrap();
         assert_eq!(c.owner, "seller");
-        assert_eq!(c.live_context(2_000).unwrap().timeline.as_deref(), Some("3 months"));
+        assert_eq!(
+            c.live_context(2_000).unwrap().timeline.as_deref(),
+            Some("3 months")
+        );
         assert_eq!(c.history[0].outcome, Some(Outcome::Successful));
         let windows = store.outcome_windows().await.unwrap();
         assert_eq!(windows.len(), 1);
@@ -358,7 +409,10 @@ mod tests {
         assert_eq!(windows[0].1.successes(), 1);
         assert_eq!(store.health_reports().await.unwrap()[0].p95_ms, 120.0);
         let lock = store.lock("c1", Duration::from_millis(10)).await.unwrap();
-        assert_eq!(store.load(&lock, "r1", 2_000).await.unwrap().prior, Some(verdict()));
+        assert_eq!(
+            store.load(&lock, "r1", 2_000).await.unwrap().prior,
+            Some(verdict())
+        );
     }
 
     #[tokio::test]
@@ -367,8 +421,22 @@ mod tests {
         for store in stores {
             approve(&store, "c1", "r1").await;
             let lock = store.lock("c1", Duration::from_millis(10)).await.unwrap();
-            assert!(store.load(&lock, "r1", 4_999).await.unwrap().prior.is_some());
-            assert!(store.load(&lock, "r1", 5_000).await.unwrap().prior.is_none());
+            assert!(
+                store
+                    .load(&lock, "r1", 4_999)
+                    .await
+                    .unwrap()
+                    .prior
+                    .is_some()
+            );
+            assert!(
+                store
+                    .load(&lock, "r1", 5_000)
+                    .await
+                    .unwrap()
+                    .prior
+                    .is_none()
+            );
             assert!(store.load(&lock, "other", 0).await.unwrap().prior.is_none());
             drop(lock);
             assert_eq!(store.purge_expired(5_000).await.unwrap(), 1);
@@ -382,15 +450,33 @@ mod tests {
         for store in stores {
             approve(&store, "c1", "r1").await;
             let config = LearningConfig::default();
-            let first = store.record_outcome("h1", Outcome::Failed, &config).await.unwrap();
-            let again = store.record_outcome("h1", Outcome::Successful, &config).await.unwrap();
+            let first = store
+                .record_outcome("h1", Outcome::Failed, &config)
+                .await
+                .unwrap();
+            let again = store
+                .record_outcome("h1", Outcome::Successful, &config)
+                .await
+                .unwrap();
             assert!(first.recorded && !again.recorded);
             assert_eq!((again.window.outcomes(), again.window.successes()), (1, 0));
             let missing = store.record_outcome("nope", Outcome::Failed, &config).await;
             assert!(matches!(missing, Err(StoreError::NotFound { .. })));
-            assert!(matches!(store.acknowledge("h1", "buyer", 7).await, Err(StoreError::Conflict(_))));
-            assert_eq!(store.acknowledge("h1", "seller", 7).await.unwrap(), Acknowledged { at: 7, first: true });
-            assert_eq!(store.acknowledge("h1", "seller", 9).await.unwrap(), Acknowledged { at: 7, first: false });
+            assert!(matches!(
+                store.acknowledge("h1", "buyer", 7).await,
+                Err(StoreError::Conflict(_))
+            ));
+            assert_eq!(
+                store.acknowledge("h1", "seller", 7).await.unwrap(),
+                Acknowledged { at: 7, first: true }
+            );
+            assert_eq!(
+                store.acknowledge("h1", "seller", 9).await.unwrap(),
+                Acknowledged {
+                    at: 7,
+                    first: false
+                }
+            );
         }
     }
 

@@ -2,7 +2,9 @@
 //! interface that both embedded backends (a redb file, maps in memory)
 //! provide. Values are JSON; a write transaction applies all or nothing.
 
-use baton_policy::{ContactState, HealthReport, HistoryEntry, LearningConfig, Outcome, OutcomeWindow, UnixMs};
+use baton_policy::{
+    ContactState, HealthReport, HistoryEntry, LearningConfig, Outcome, OutcomeWindow, UnixMs,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -58,8 +60,14 @@ fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, St
     serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { what, source })
 }
 
-fn get<T: DeserializeOwned>(r: &dyn Read, table: Table, key: &str) -> Result<Option<T>, StoreError> {
-    r.get(table, key)?.map(|v| decode(table.name(), &v)).transpose()
+fn get<T: DeserializeOwned>(
+    r: &dyn Read,
+    table: Table,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    r.get(table, key)?
+        .map(|v| decode(table.name(), &v))
+        .transpose()
 }
 
 fn decision_key(contact_id: &str, request_id: &str) -> String {
@@ -70,11 +78,17 @@ pub fn contact(r: &dyn Read, contact_id: &str) -> Result<Option<ContactState>, S
     get(r, Table::Contacts, contact_id)
 }
 
-pub fn load(r: &dyn Read, contact_id: &str, request_id: &str, now: UnixMs) -> Result<Loaded, StoreError> {
+pub fn load(
+    r: &dyn Read,
+    contact_id: &str,
+    request_id: &str,
+    now: UnixMs,
+) -> Result<Loaded, StoreError> {
     let contact = contact(r, contact_id)?;
     let mut prior = None;
     if !request_id.is_empty() {
-        let stored: Option<StoredDecision> = get(r, Table::Decisions, &decision_key(contact_id, request_id))?;
+        let stored: Option<StoredDecision> =
+            get(r, Table::Decisions, &decision_key(contact_id, request_id))?;
         prior = stored.filter(|d| d.expires_at > now).map(|d| d.verdict);
     }
     Ok(Loaded { contact, prior })
@@ -85,10 +99,18 @@ pub fn commit(w: &mut dyn Write, commit: &Commit) -> Result<(), StoreError> {
         w.put(Table::Contacts, &commit.contact_id, encode(contact))?;
     }
     if let Some((request_id, decision)) = &commit.decision {
-        w.put(Table::Decisions, &decision_key(&commit.contact_id, request_id), encode(decision))?;
+        w.put(
+            Table::Decisions,
+            &decision_key(&commit.contact_id, request_id),
+            encode(decision),
+        )?;
     }
     if let Some(handoff_id) = &commit.handoff_id {
-        w.put(Table::Handoffs, handoff_id, commit.contact_id.clone().into_bytes())?;
+        w.put(
+            Table::Handoffs,
+            handoff_id,
+            commit.contact_id.clone().into_bytes(),
+        )?;
     }
     Ok(())
 }
@@ -111,7 +133,12 @@ fn update_entry<T>(
     Ok(out)
 }
 
-pub fn acknowledge(w: &mut dyn Write, handoff_id: &str, bot: &str, now: UnixMs) -> Result<Acknowledged, StoreError> {
+pub fn acknowledge(
+    w: &mut dyn Write,
+    handoff_id: &str,
+    bot: &str,
+    now: UnixMs,
+) -> Result<Acknowledged, StoreError> {
     update_entry(w, handoff_id, |entry| {
         if entry.to != bot {
             return Err(StoreError::Conflict(format!(
@@ -123,7 +150,10 @@ pub fn acknowledge(w: &mut dyn Write, handoff_id: &str, bot: &str, now: UnixMs) 
             Some(at) => Acknowledged { at, first: false },
             None => {
                 entry.acknowledged_at = Some(now);
-                Acknowledged { at: now, first: true }
+                Acknowledged {
+                    at: now,
+                    first: true,
+                }
             }
         })
     })

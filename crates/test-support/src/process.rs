@@ -133,10 +133,11 @@ impl Router {
         let (tx, rx) = mpsc::channel();
         let tx = std::sync::Mutex::new(tx);
         let process = Process::spawn("baton-router", cmd, move |line| {
-            if line.contains("baton-router serving") {
-                if let Some(addr) = json_field(line, "addr").and_then(|a| a.parse().ok()) {
-                    let _ = tx.lock().map(|tx| tx.send(addr));
-                }
+            if line.contains("baton-router serving")
+                && let Some(addr) =
+                    json_field(line, "addr").and_then(|a| a.parse::<SocketAddr>().ok())
+            {
+                let _ = tx.lock().map(|tx| tx.send(addr));
             }
         })?;
         self.process = Some(process);
