@@ -7,6 +7,7 @@ mod grpcurl;
 mod health_gate;
 mod loops;
 mod operators;
+mod probe;
 mod race;
 
 use std::path::Path;

@@ -1,0 +1,1 @@
+//! End-to-end tests of baton-probe beside a real bot server and the router.
