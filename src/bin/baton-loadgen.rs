@@ -180,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
             config.server.memory = true;
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let url = format!("http://{}", listener.local_addr()?);
-            let store = server::open_store(&config)?;
+            let store = server::open_store(&config).await?;
             let engine = server::engine(&config, store).await?;
             tokio::spawn(server::serve(
                 config,

@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    let store = server::open_store(&config)?;
+    let store = server::open_store(&config).await?;
     let engine = server::engine(&config, store).await?;
     server::serve(config, engine, listener, server::signal()).await
 }

@@ -27,6 +27,13 @@ pub struct Args {
     /// Keep state in memory only (tests, demos): nothing survives a restart.
     #[arg(long, env = "BATON_MEMORY")]
     pub memory: bool,
+    /// etcd endpoints, comma-separated (`http://127.0.0.1:2379,…`): share
+    /// state with other routers instead of the embedded store.
+    #[arg(long = "etcd", env = "BATON_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Key prefix in etcd, so several deployments can share one cluster.
+    #[arg(long, env = "BATON_ETCD_PREFIX")]
+    pub etcd_prefix: Option<String>,
     /// Log format: text or json.
     #[arg(long, env = "BATON_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -77,10 +84,39 @@ impl Default for ServerConfig {
     }
 }
 
+/// The `[etcd]` section: used when `endpoints` is not empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    /// This router's session lease: how long its contact locks outlive a crash.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// Bound on every etcd call; past it the call fails as UNAVAILABLE.
+    #[serde(with = "humantime_serde")]
+    pub op_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: Vec::new(),
+            prefix: "/baton/".into(),
+            session_ttl: Duration::from_secs(10),
+            op_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
 /// Everything the router runs with.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RouterConfig {
     pub server: ServerConfig,
+    pub etcd: EtcdConfig,
     #[serde(flatten)]
     pub policy: PolicyConfig,
 }
@@ -114,6 +150,13 @@ impl RouterConfig {
         if args.memory {
             config.server.memory = true;
         }
+        if !args.etcd.is_empty() {
+            config.etcd.endpoints = args.etcd.clone();
+        }
+        if let Some(prefix) = &args.etcd_prefix {
+            config.etcd.prefix = prefix.clone();
+        }
+        config.validate_etcd()?;
         if let Some(format) = args.log_format {
             config.server.log_format = format;
         }
@@ -129,12 +172,46 @@ impl RouterConfig {
                 .context("config section [server]")?,
             None => ServerConfig::default(),
         };
+        let etcd = match table.remove("etcd") {
+            Some(v) => v
+                .try_into::<EtcdConfig>()
+                .context("config section [etcd]")?,
+            None => EtcdConfig::default(),
+        };
         let text = toml::to_string(&table).context("config")?;
         let policy = PolicyConfig::from_toml(&text)?;
         if server.watch_buffer == 0 {
             bail!("config key 'server.watch_buffer' must be above zero");
         }
-        Ok(Self { server, policy })
+        let config = Self {
+            server,
+            etcd,
+            policy,
+        };
+        config.validate_etcd()?;
+        Ok(config)
+    }
+
+    fn validate_etcd(&self) -> anyhow::Result<()> {
+        let e = &self.etcd;
+        for url in &e.endpoints {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+                bail!("etcd endpoint '{url}' must be a URL like http://127.0.0.1:2379");
+            }
+        }
+        if !e.prefix.starts_with('/') || !e.prefix.ends_with('/') {
+            bail!(
+                "config key 'etcd.prefix' must start and end with '/', got '{}'",
+                e.prefix
+            );
+        }
+        if e.session_ttl < Duration::from_secs(2) {
+            bail!("config key 'etcd.session_ttl' must be at least 2s (etcd's minimum lease)");
+        }
+        if e.op_timeout.is_zero() || e.connect_timeout.is_zero() {
+            bail!("config keys 'etcd.op_timeout' and 'etcd.connect_timeout' must be above zero");
+        }
+        Ok(())
     }
 
     pub fn to_toml(&self) -> String {
@@ -229,6 +306,25 @@ mod tests {
         assert!(format!("{err:#}").contains("lisen"), "{err:#}");
         let err = RouterConfig::load(&args(&["--set", "nonsense"])).unwrap_err();
         assert!(format!("{err:#}").contains("KEY=VALUE"), "{err:#}");
+    }
+
+    #[test]
+    fn etcd_flags_and_their_mistakes() {
+        let c = RouterConfig::load(&args(&[
+            "--etcd",
+            "http://127.0.0.1:2379,http://127.0.0.1:2380",
+            "--etcd-prefix",
+            "/team-a/",
+        ]))
+        .unwrap();
+        assert_eq!(c.etcd.endpoints.len(), 2);
+        assert_eq!(c.etcd.prefix, "/team-a/");
+        let err = RouterConfig::load(&args(&["--etcd", "127.0.0.1:2379"])).unwrap_err();
+        assert!(format!("{err:#}").contains("must be a URL"), "{err:#}");
+        let err = RouterConfig::load(&args(&["--etcd-prefix", "baton"])).unwrap_err();
+        assert!(format!("{err:#}").contains("etcd.prefix"), "{err:#}");
+        let err = RouterConfig::load(&args(&["--set", "etcd.session_ttl=500ms"])).unwrap_err();
+        assert!(format!("{err:#}").contains("etcd.session_ttl"), "{err:#}");
     }
 
     #[test]

@@ -16,9 +16,9 @@ use baton_policy::{
     HUMAN, HealthReport, HealthStatus, Learned, Message, Next, Outcome, OutcomeWindow, Policy,
     Signal, UnixMs, Verdict, assess_health, ms,
 };
-use baton_store::{Commit, RouteKey, Store, StoreError, StoredDecision};
+use baton_store::{Commit, RouteKey, Store, StoreError, StoreEvent, StoredDecision};
 use tokio::sync::broadcast;
-use tracing::{Instrument, debug, info, info_span};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::EngineError;
 
@@ -147,6 +147,77 @@ impl Engine {
         &self.policy
     }
 
+    /// Keeps the health and learning caches current with the changes other
+    /// routers make to a shared store (etcd); a no-op for a store only this
+    /// process writes.
+    pub fn follow_store(self: &Arc<Self>) {
+        let Some(mut events) = self.store.subscribe() else {
+            return;
+        };
+        let engine = Arc::downgrade(self);
+        let task = async move {
+            loop {
+                let event = events.recv().await;
+                let Some(engine) = engine.upgrade() else {
+                    break;
+                };
+                match event {
+                    Ok(event) => engine.apply(event),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        warn!(missed, "fell behind the store's changes; reloading caches");
+                        engine.reload().await;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        };
+        tokio::spawn(task.instrument(info_span!("follow_store")));
+    }
+
+    fn apply(&self, event: StoreEvent) {
+        match event {
+            StoreEvent::Health(report) => {
+                let Some(ix) = self.policy.bot_ix(&report.bot) else {
+                    return;
+                };
+                let mut health = write(&self.health);
+                if health[ix]
+                    .as_ref()
+                    .is_none_or(|r| r.received_at <= report.received_at)
+                {
+                    health[ix] = Some(report);
+                }
+            }
+            StoreEvent::HealthExpired(bot) => {
+                let Some(ix) = self.policy.bot_ix(&bot) else {
+                    return;
+                };
+                // Gone silent, not "never reported": keep the report, make it stale.
+                if let Some(r) = write(&self.health)[ix].as_mut() {
+                    r.received_at = 0;
+                }
+            }
+            StoreEvent::Outcomes(key, window) => {
+                self.learn(&key, window);
+            }
+        }
+    }
+
+    async fn reload(&self) {
+        match self.store.health_reports().await {
+            Ok(reports) => reports
+                .into_iter()
+                .for_each(|r| self.apply(StoreEvent::Health(r))),
+            Err(e) => warn!(error = %e, "cannot reload health reports"),
+        }
+        match self.store.outcome_windows().await {
+            Ok(windows) => windows
+                .into_iter()
+                .for_each(|(k, w)| self.apply(StoreEvent::Outcomes(k, w))),
+            Err(e) => warn!(error = %e, "cannot reload outcome windows"),
+        }
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<DecisionEvent>> {
         self.events.subscribe()
     }
@@ -250,6 +321,8 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         };
+        #[cfg(debug_assertions)]
+        pause_for_tests(&req.contact_id).await;
         let now = now_ms();
         let loaded = self.store.load(&lock, &req.request_id, now).await?;
         if let Some(verdict) = loaded.prior {
@@ -527,6 +600,30 @@ impl Engine {
     /// Deletes remembered decisions past their TTL.
     pub async fn purge(&self) -> Result<usize, EngineError> {
         Ok(self.store.purge_expired(now_ms()).await?)
+    }
+}
+
+/// A test-only pause point, compiled out of release builds: with
+/// `BATON_TEST_PAUSE_AFTER_LOCK=<contact>=<duration>` a decision on that
+/// contact sleeps while holding its lock, so a test can kill or freeze the
+/// router exactly there.
+#[cfg(debug_assertions)]
+async fn pause_for_tests(contact: &str) {
+    let Ok(spec) = std::env::var("BATON_TEST_PAUSE_AFTER_LOCK") else {
+        return;
+    };
+    let Some((id, pause)) = spec.split_once('=') else {
+        return;
+    };
+    if id == contact
+        && let Ok(pause) = humantime::parse_duration(pause)
+    {
+        warn!(
+            contact,
+            ?pause,
+            "test pause point: holding the contact lock"
+        );
+        tokio::time::sleep(pause).await;
     }
 }
 

@@ -9,7 +9,7 @@ use baton_policy::Policy;
 use baton_proto::v1::admin_service_server::AdminServiceServer;
 use baton_proto::v1::handoff_service_server::HandoffServiceServer;
 use baton_proto::v1::health_service_server::HealthServiceServer;
-use baton_store::{EmbeddedStore, Store};
+use baton_store::{EmbeddedStore, EtcdOptions, EtcdStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
@@ -22,8 +22,26 @@ use crate::config::RouterConfig;
 use crate::engine::Engine;
 use crate::handoff::HandoffApi;
 
-/// Opens the configured store: the embedded file, or memory only.
-pub fn open_store(config: &RouterConfig) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the configured store: etcd, the embedded file, or memory only.
+pub async fn open_store(config: &RouterConfig) -> anyhow::Result<Arc<dyn Store>> {
+    if !config.etcd.endpoints.is_empty() {
+        let e = &config.etcd;
+        let p = &config.policy;
+        let options = EtcdOptions {
+            endpoints: e.endpoints.clone(),
+            prefix: e.prefix.clone(),
+            session_ttl: e.session_ttl,
+            op_timeout: e.op_timeout,
+            connect_timeout: e.connect_timeout,
+            context_ttl: p.policy.context_ttl,
+            decision_ttl: p.policy.decision_ttl,
+            health_ttl: p.health.stale_after,
+        };
+        let store = EtcdStore::connect(options)
+            .await
+            .with_context(|| format!("cannot use etcd at {}", e.endpoints.join(",")))?;
+        return Ok(Arc::new(store));
+    }
     let store = if config.server.memory {
         info!("state kept in memory only: nothing survives a restart");
         EmbeddedStore::in_memory()
@@ -41,7 +59,9 @@ pub async fn engine(config: &RouterConfig, store: Arc<dyn Store>) -> anyhow::Res
     let engine = Engine::new(policy, store, config.server.watch_buffer)
         .await
         .context("cannot load state from the store")?;
-    Ok(Arc::new(engine))
+    let engine = Arc::new(engine);
+    engine.follow_store();
+    Ok(engine)
 }
 
 /// Serves on `listener` until `shutdown` resolves, then stops accepting,

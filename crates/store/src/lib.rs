@@ -9,6 +9,7 @@
 
 mod embedded;
 mod error;
+pub mod etcd;
 mod locks;
 mod tables;
 
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use embedded::EmbeddedStore;
 pub use error::StoreError;
+pub use etcd::{EtcdOptions, EtcdStore};
 pub use locks::{ContactLock, LocalLocks};
 
 /// A route and the pattern that triggered it: the key learning is kept under.
@@ -97,6 +99,15 @@ pub struct Acknowledged {
     pub first: bool,
 }
 
+/// A change another router made to state every router caches.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreEvent {
+    Health(HealthReport),
+    /// The bot's report expired in the store: it went silent.
+    HealthExpired(String),
+    Outcomes(RouteKey, OutcomeWindow),
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Takes the contact's lock, waiting at most `wait` ([`StoreError::Busy`] then).
@@ -143,4 +154,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes remembered decisions that expired; returns how many.
     async fn purge_expired(&self, now: UnixMs) -> Result<usize, StoreError>;
+
+    /// Changes made through other routers, for a store shared by several;
+    /// `None` for a store only this process writes.
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreEvent>> {
+        None
+    }
 }

@@ -1,6 +1,7 @@
 //! Per-contact locks for a router that runs alone: one async mutex per
 //! contact that someone is deciding on, dropped when nobody holds or waits.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,16 +15,21 @@ pub struct ContactLock {
     pub contact_id: String,
     /// Fencing token: the lock key's create revision on etcd, 0 in-process.
     pub fence: i64,
-    _held: Box<dyn Send + Sync>,
+    held: Box<dyn Any + Send + Sync>,
 }
 
 impl ContactLock {
-    pub fn new(contact_id: String, fence: i64, held: Box<dyn Send + Sync>) -> Self {
+    pub fn new(contact_id: String, fence: i64, held: Box<dyn Any + Send + Sync>) -> Self {
         Self {
             contact_id,
             fence,
-            _held: held,
+            held,
         }
+    }
+
+    /// The backend's own record of the held lock.
+    pub fn held_mut<T: Any>(&mut self) -> Option<&mut T> {
+        self.held.downcast_mut()
     }
 }
 

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod etcd;
 mod process;
 
 use std::future::Future;
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub use etcd::{Etcd, http_get};
 pub use process::{Process, Router};
 
 /// A directory under the system temp dir, removed on drop.

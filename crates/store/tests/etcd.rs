@@ -1,0 +1,219 @@
+//! The etcd backend against a real etcd process started by the test.
+
+use std::time::Duration;
+
+use baton_policy::{
+    Config, ContactState, ContextPacket, EntryKind, HealthReport, LearningConfig, Outcome,
+};
+use baton_store::{Commit, EtcdOptions, EtcdStore, Store, StoreError, StoreEvent};
+use baton_test_support::{Etcd, eventually};
+
+fn options(etcd: &Etcd, prefix: &str) -> EtcdOptions {
+    EtcdOptions {
+        endpoints: etcd.endpoints(),
+        prefix: prefix.into(),
+        session_ttl: Duration::from_secs(2),
+        op_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(2),
+        context_ttl: Duration::from_secs(24 * 3600),
+        decision_ttl: Duration::from_secs(24 * 3600),
+        health_ttl: Duration::from_secs(3600),
+    }
+}
+
+fn handed_over(contact: &str, handoff_id: &str) -> Commit {
+    let mut state = ContactState::new("lead", now());
+    let context = ContextPacket {
+        timeline: Some("3 months".into()),
+        ..Default::default()
+    };
+    state.hand_over(
+        EntryKind::Handoff,
+        handoff_id,
+        "seller",
+        "sell my house",
+        0.9,
+        "",
+        context,
+        &[],
+        &Config::default(),
+        now(),
+    );
+    Commit {
+        contact_id: contact.into(),
+        contact: Some(state),
+        decision: None,
+        handoff_id: Some(handoff_id.into()),
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test]
+async fn the_lock_is_exclusive_across_routers_and_a_waiter_gets_it_on_release() {
+    let etcd = Etcd::single().await.unwrap();
+    let a = EtcdStore::connect(options(&etcd, "/t1/")).await.unwrap();
+    let b = std::sync::Arc::new(EtcdStore::connect(options(&etcd, "/t1/")).await.unwrap());
+    let held = a.lock("c1", Duration::from_millis(200)).await.unwrap();
+    let busy = b.lock("c1", Duration::from_millis(300)).await.unwrap_err();
+    assert!(matches!(busy, StoreError::Busy(_)), "{busy}");
+    let other = b.lock("c2", Duration::from_millis(300)).await.unwrap();
+    drop(other);
+    let tries = b.writes();
+    let waiter = {
+        let b = b.clone();
+        tokio::spawn(async move { b.lock("c1", Duration::from_secs(5)).await.map(|l| l.fence) })
+    };
+    // Release only once the waiter has tried (and so waits on its watch).
+    eventually("the waiter's first try", Duration::from_secs(5), || {
+        let tried = b.writes() > tries;
+        async move { tried.then_some(()) }
+    })
+    .await;
+    let first_fence = held.fence;
+    drop(held); // released without a commit
+    let second_fence = waiter.await.unwrap().unwrap();
+    assert!(second_fence > first_fence);
+}
+
+#[tokio::test]
+async fn a_commit_under_a_lost_lock_is_refused_and_the_new_holder_wins() {
+    let etcd = Etcd::single().await.unwrap();
+    let a = EtcdStore::connect(options(&etcd, "/t2/")).await.unwrap();
+    let b = EtcdStore::connect(options(&etcd, "/t2/")).await.unwrap();
+    let stale = a.lock("c1", Duration::from_millis(200)).await.unwrap();
+    // The session lease goes away as if the router had been frozen past its TTL.
+    let mut raw = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .unwrap();
+    raw.lease_revoke(a.session_lease()).await.unwrap();
+    let fresh = b.lock("c1", Duration::from_secs(2)).await.unwrap();
+    let refused = a.commit(stale, handed_over("c1", "h-a")).await.unwrap_err();
+    assert!(matches!(refused, StoreError::Fenced(_)), "{refused}");
+    b.commit(fresh, handed_over("c1", "h-b")).await.unwrap();
+    let stored = b.contact("c1").await.unwrap().unwrap();
+    assert_eq!(stored.last_handoff_id, "h-b");
+    assert_eq!(stored.history.len(), 1);
+}
+
+#[tokio::test]
+async fn an_approved_handoff_costs_two_etcd_writes_and_leases_are_shared() {
+    let etcd = Etcd::single().await.unwrap();
+    let store = EtcdStore::connect(options(&etcd, "/t3/")).await.unwrap();
+    let mut raw = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .unwrap();
+    let leases_before = raw.leases().await.unwrap().leases().len();
+    for i in 0..3 {
+        let proposals = etcd.proposals_committed(0).await.unwrap();
+        let writes = store.writes();
+        let lock = store
+            .lock(&format!("c{i}"), Duration::from_millis(500))
+            .await
+            .unwrap();
+        store
+            .commit(lock, handed_over(&format!("c{i}"), &format!("h{i}")))
+            .await
+            .unwrap();
+        assert_eq!(store.writes() - writes, 2);
+        assert_eq!(etcd.proposals_committed(0).await.unwrap() - proposals, 2);
+    }
+    for i in 3..100 {
+        let lock = store
+            .lock(&format!("c{i}"), Duration::from_millis(500))
+            .await
+            .unwrap();
+        store
+            .commit(lock, handed_over(&format!("c{i}"), &format!("h{i}")))
+            .await
+            .unwrap();
+    }
+    // 100 contexts and handoff records with a TTL, and no lease granted for any of them.
+    assert_eq!(raw.leases().await.unwrap().leases().len(), leases_before);
+    let c = store.contact("c99").await.unwrap().unwrap();
+    assert_eq!(
+        c.live_context(now()).unwrap().timeline.as_deref(),
+        Some("3 months")
+    );
+}
+
+#[tokio::test]
+async fn health_and_outcomes_reach_the_other_router_by_watch() {
+    let etcd = Etcd::single().await.unwrap();
+    let a = EtcdStore::connect(options(&etcd, "/t4/")).await.unwrap();
+    let b = EtcdStore::connect(options(&etcd, "/t4/")).await.unwrap();
+    let mut events = b.subscribe().unwrap();
+    let report = HealthReport {
+        bot: "buyer".into(),
+        p95_ms: 2500.0,
+        sample_count: 100,
+        ..Default::default()
+    };
+    a.put_health(&report).await.unwrap();
+    let lock = a.lock("c1", Duration::from_millis(500)).await.unwrap();
+    a.commit(lock, handed_over("c1", "h1")).await.unwrap();
+    let recorded = a
+        .record_outcome("h1", Outcome::Successful, &LearningConfig::default())
+        .await
+        .unwrap();
+    assert!(recorded.recorded);
+    let mut got_health = false;
+    let mut got_outcome = false;
+    eventually(
+        "both events on the other router",
+        Duration::from_secs(5),
+        || {
+            while let Ok(e) = events.try_recv() {
+                match e {
+                    StoreEvent::Health(r) => got_health |= r == report,
+                    StoreEvent::Outcomes(k, w) => {
+                        got_outcome |= k.route() == "lead>seller" && w.successes() == 1
+                    }
+                    StoreEvent::HealthExpired(_) => {}
+                }
+            }
+            let done = got_health && got_outcome;
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
+    // Acknowledgements and outcomes read back through the contact.
+    assert!(b.acknowledge("h1", "seller", 42).await.unwrap().first);
+    let c = b.contact("c1").await.unwrap().unwrap();
+    assert_eq!(
+        (c.history[0].acknowledged_at, c.history[0].outcome),
+        (Some(42), Some(Outcome::Successful))
+    );
+    assert!(
+        !b.record_outcome("h1", Outcome::Failed, &LearningConfig::default())
+            .await
+            .unwrap()
+            .recorded
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_etcd_fails_in_bounded_time() {
+    let mut etcd = Etcd::single().await.unwrap();
+    let store = EtcdStore::connect(options(&etcd, "/t5/")).await.unwrap();
+    etcd.kill(0);
+    let started = std::time::Instant::now();
+    let err = store
+        .lock("c1", Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Busy(_) | StoreError::Unavailable(_)),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
