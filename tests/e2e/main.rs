@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod context;
+mod etcd;
 mod grpcurl;
 mod health_gate;
 mod loops;

@@ -321,8 +321,6 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         };
-        #[cfg(debug_assertions)]
-        pause_for_tests(&req.contact_id).await;
         let now = now_ms();
         let loaded = self.store.load(&lock, &req.request_id, now).await?;
         if let Some(verdict) = loaded.prior {
@@ -410,6 +408,8 @@ impl Engine {
             commit.decision = Some((req.request_id.clone(), stored));
         }
         if commit.contact.is_some() || commit.decision.is_some() {
+            #[cfg(debug_assertions)]
+            pause_for_tests(&req.contact_id).await;
             self.store.commit(lock, commit).await?;
         }
         Ok(Decided {
@@ -605,8 +605,8 @@ impl Engine {
 
 /// A test-only pause point, compiled out of release builds: with
 /// `BATON_TEST_PAUSE_AFTER_LOCK=<contact>=<duration>` a decision on that
-/// contact sleeps while holding its lock, so a test can kill or freeze the
-/// router exactly there.
+/// contact sleeps while holding its lock, after the gates and before the
+/// commit, so a test can kill or freeze the router exactly there.
 #[cfg(debug_assertions)]
 async fn pause_for_tests(contact: &str) {
     let Ok(spec) = std::env::var("BATON_TEST_PAUSE_AFTER_LOCK") else {

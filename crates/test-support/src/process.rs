@@ -101,6 +101,7 @@ impl Drop for Process {
 pub struct Router {
     bin: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     pub addr: SocketAddr,
     pub data: TempDir,
     process: Option<Process>,
@@ -110,12 +111,25 @@ impl Router {
     /// Starts the router binary with an embedded store in a fresh data dir;
     /// `extra` are more flags (`--set policy.threshold=0.8`, …).
     pub async fn start(bin: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_env(bin, extra, &[]).await
+    }
+
+    /// [`Router::start`] with extra environment variables.
+    pub async fn start_with_env(
+        bin: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let data = TempDir::new("router");
         let mut args = vec!["--data-dir".to_owned(), data.path().display().to_string()];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let mut router = Self {
             bin: bin.to_owned(),
             args,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             data,
             process: None,
@@ -129,7 +143,8 @@ impl Router {
         let mut cmd = Command::new(&self.bin);
         cmd.args(&self.args)
             .args(["--listen", listen, "--log-format", "json"])
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let (tx, rx) = mpsc::channel();
         let tx = std::sync::Mutex::new(tx);
         let process = Process::spawn("baton-router", cmd, move |line| {

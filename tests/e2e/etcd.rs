@@ -1,0 +1,428 @@
+//! Several `baton-router` replicas on real etcd processes (SPEC §3): every
+//! rule holds across replicas, locks survive crashes only as long as their
+//! lease, a frozen router cannot commit, and losing etcd fails closed.
+
+use std::time::{Duration, Instant};
+
+use baton_proto::v1::{
+    ContextPacket, Decision, GetContactRequest, GetContextRequest, HealthReport,
+    RecordOutcomeRequest, ReportHealthRequest, RequestHandoffResponse, Signal,
+};
+use baton_test_support::{Etcd, Router, eventually};
+use tonic::Code;
+
+use crate::{decision, request, router_bin};
+
+const TTL: &str = "etcd.session_ttl=2s";
+
+async fn replica(etcd: &Etcd, prefix: &str, extra: &[&str]) -> Router {
+    replica_with_env(etcd, prefix, extra, &[]).await
+}
+
+async fn replica_with_env(
+    etcd: &Etcd,
+    prefix: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Router {
+    let endpoints = etcd.endpoints_arg();
+    let mut args = vec!["--etcd", &endpoints, "--etcd-prefix", prefix, "--set", TTL];
+    args.extend_from_slice(extra);
+    Router::start_with_env(router_bin(), &args, env)
+        .await
+        .expect("start a replica")
+}
+
+fn signal_to(
+    contact: &str,
+    source: &str,
+    target: &str,
+    confidence: f64,
+) -> baton_proto::v1::RequestHandoffRequest {
+    let mut req = request(contact, source, "a message");
+    req.signals = vec![Signal {
+        target_bot: target.into(),
+        confidence,
+        pattern: "model".into(),
+    }];
+    req
+}
+
+async fn ask(
+    router: &Router,
+    req: baton_proto::v1::RequestHandoffRequest,
+) -> Result<RequestHandoffResponse, tonic::Status> {
+    router
+        .handoff()
+        .await
+        .request_handoff(req)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Whether the contact's lock key exists in etcd.
+async fn locked(etcd: &Etcd, prefix: &str, contact: &str) -> bool {
+    let mut client = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .expect("etcd client");
+    let key = format!("{prefix}locks/{contact}");
+    client
+        .get(key, None)
+        .await
+        .map(|r| !r.kvs().is_empty())
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn two_replicas_give_exactly_one_approval_per_contact() {
+    let etcd = Etcd::single().await.unwrap();
+    let r1 = replica(&etcd, "/race/", &["--set", "policy.lock_wait=2s"]).await;
+    let r2 = replica(&etcd, "/race/", &["--set", "policy.lock_wait=2s"]).await;
+    let (c1, c2) = (r1.handoff().await, r2.handoff().await);
+    let mut approvals = std::collections::HashMap::new();
+    for batch in 0..10 {
+        let mut calls = Vec::new();
+        for c in 0..20 {
+            let contact = format!("contact-{}", batch * 20 + c);
+            for i in 0..8 {
+                let mut client = if i % 2 == 0 { c1.clone() } else { c2.clone() };
+                let target = if i % 4 < 2 { "seller" } else { "buyer" };
+                let req = signal_to(&contact, "lead", target, 0.95);
+                let contact = contact.clone();
+                calls.push(tokio::spawn(async move {
+                    (contact, client.request_handoff(req).await)
+                }));
+            }
+        }
+        for call in calls {
+            let (contact, reply) = call.await.unwrap();
+            let reply = reply.expect("no call fails while etcd is up").into_inner();
+            match decision(&reply) {
+                Decision::Approved => approvals
+                    .entry(contact)
+                    .or_insert_with(Vec::new)
+                    .push(reply.target_bot),
+                Decision::NotOwner | Decision::ContactBusy => {}
+                other => panic!("unexpected {other:?}: {}", reply.reason),
+            }
+        }
+    }
+    assert_eq!(approvals.len(), 200);
+    // Audit what is stored, read through the other replica than most writes.
+    let mut admin = r2.admin().await;
+    for (contact, targets) in approvals {
+        assert_eq!(targets.len(), 1, "{contact}: {targets:?}");
+        let stored = admin
+            .get_contact(GetContactRequest {
+                contact_id: contact.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(stored.owner, targets[0], "{contact}");
+        assert_eq!(stored.history.len(), 1, "{contact}");
+        assert_eq!(
+            (
+                stored.history[0].source_bot.as_str(),
+                stored.history[0].target_bot.as_str()
+            ),
+            ("lead", targets[0].as_str())
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_router_killed_while_holding_a_lock_frees_it_within_the_lease_ttl() {
+    let etcd = Etcd::single().await.unwrap();
+    let pause = [("BATON_TEST_PAUSE_AFTER_LOCK", "held-1=1h")];
+    let mut r1 = replica_with_env(&etcd, "/kill/", &[], &pause).await;
+    let r2 = replica(&etcd, "/kill/", &[]).await;
+    let mut stuck = r1.handoff().await;
+    let mut req = signal_to("held-1", "lead", "seller", 0.95);
+    req.context = Some(ContextPacket {
+        timeline: Some("r1 timeline".into()),
+        ..Default::default()
+    });
+    let pending = tokio::spawn(async move { stuck.request_handoff(req).await });
+    eventually("r1 to hold the lock", Duration::from_secs(10), || async {
+        locked(&etcd, "/kill/", "held-1").await.then_some(())
+    })
+    .await;
+
+    r1.kill();
+    assert!(
+        pending.await.unwrap().is_err(),
+        "a killed router answers nothing"
+    );
+    let killed = Instant::now();
+    let mut req = signal_to("held-1", "lead", "buyer", 0.95);
+    req.context = Some(ContextPacket {
+        timeline: Some("r2 timeline".into()),
+        ..Default::default()
+    });
+    let reply = eventually("r2 to take the contact", Duration::from_secs(2 + 3), || {
+        let req = req.clone();
+        let r2 = &r2;
+        async move {
+            ask(r2, req)
+                .await
+                .ok()
+                .filter(|r| decision(r) == Decision::Approved)
+        }
+    })
+    .await;
+    assert!(killed.elapsed() < Duration::from_secs(5));
+    assert_eq!(reply.target_bot, "buyer");
+    // Nothing of r1's half-done decision is visible: owner and context agree.
+    let contact = r2
+        .admin()
+        .await
+        .get_contact(GetContactRequest {
+            contact_id: "held-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(contact.owner, "buyer");
+    assert_eq!(contact.history.len(), 1);
+    assert_eq!(
+        contact.context.unwrap().timeline.as_deref(),
+        Some("r2 timeline")
+    );
+}
+
+#[tokio::test]
+async fn a_router_frozen_past_its_lease_cannot_commit() {
+    let etcd = Etcd::single().await.unwrap();
+    let pause = [("BATON_TEST_PAUSE_AFTER_LOCK", "frozen-1=1s")];
+    let mut r1 = replica_with_env(&etcd, "/fence/", &[], &pause).await;
+    let r2 = replica(&etcd, "/fence/", &[]).await;
+    let mut frozen = r1.handoff().await;
+    let req = signal_to("frozen-1", "lead", "seller", 0.95);
+    let pending = tokio::spawn(async move { frozen.request_handoff(req).await });
+    eventually("r1 to hold the lock", Duration::from_secs(10), || async {
+        locked(&etcd, "/fence/", "frozen-1").await.then_some(())
+    })
+    .await;
+
+    r1.process().signal("STOP").unwrap();
+    // The lease (2 s) runs out while r1 is frozen; its lock key goes with it.
+    eventually("r1's lock to expire", Duration::from_secs(10), || async {
+        (!locked(&etcd, "/fence/", "frozen-1").await).then_some(())
+    })
+    .await;
+    let reply = ask(&r2, signal_to("frozen-1", "lead", "buyer", 0.95))
+        .await
+        .unwrap();
+    assert_eq!(decision(&reply), Decision::Approved, "{}", reply.reason);
+
+    r1.process().signal("CONT").unwrap();
+    match pending.await.unwrap() {
+        Ok(reply) => assert_ne!(
+            decision(reply.get_ref()),
+            Decision::Approved,
+            "a fenced router approved"
+        ),
+        Err(status) => assert!(
+            matches!(status.code(), Code::Aborted | Code::Unavailable),
+            "{status}"
+        ),
+    }
+    let contact = r2
+        .admin()
+        .await
+        .get_contact(GetContactRequest {
+            contact_id: "frozen-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (contact.owner.as_str(), contact.history.len()),
+        ("buyer", 1)
+    );
+}
+
+#[tokio::test]
+async fn losing_etcd_quorum_fails_closed_and_the_router_recovers_by_itself() {
+    let mut etcd = Etcd::cluster(3).await.unwrap();
+    let router = replica(&etcd, "/quorum/", &["--set", "etcd.op_timeout=1s"]).await;
+    let approve = |contact: &str| signal_to(contact, "lead", "seller", 0.95);
+
+    etcd.kill(0);
+    let reply = eventually(
+        "a decision with one member down",
+        Duration::from_secs(10),
+        || {
+            let router = &router;
+            async move {
+                ask(router, approve("q-1"))
+                    .await
+                    .ok()
+                    .filter(|r| decision(r) == Decision::Approved)
+            }
+        },
+    )
+    .await;
+    assert_eq!(reply.target_bot, "seller");
+
+    etcd.kill(1);
+    for i in 0..3 {
+        let started = Instant::now();
+        match ask(&router, approve(&format!("q-lost-{i}"))).await {
+            Ok(reply) => assert_eq!(decision(&reply), Decision::ContactBusy, "{}", reply.reason),
+            Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let stay = ask(
+            &router,
+            request(&format!("q-lost-{i}"), "lead", "hello there"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(decision(&stay), Decision::Stay);
+    }
+
+    etcd.restart(0).unwrap();
+    etcd.restart(1).unwrap();
+    let restarted = Instant::now();
+    etcd.healthy(0).await;
+    eventually(
+        "the router to approve again",
+        Duration::from_secs(10),
+        || {
+            let router = &router;
+            async move {
+                ask(router, approve("q-2"))
+                    .await
+                    .ok()
+                    .filter(|r| decision(r) == Decision::Approved)
+            }
+        },
+    )
+    .await;
+    assert!(restarted.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn contexts_survive_restarting_every_router() {
+    let etcd = Etcd::single().await.unwrap();
+    let mut routers = [
+        replica(&etcd, "/ctx/", &[]).await,
+        replica(&etcd, "/ctx/", &[]).await,
+    ];
+    for i in 0..20 {
+        let mut req = request(&format!("ctx-{i}"), "lead", "I want to sell my house");
+        req.context = Some(ContextPacket {
+            timeline: Some(format!("{i} months")),
+            ..Default::default()
+        });
+        let reply = ask(&routers[i % 2], req).await.unwrap();
+        assert_eq!(decision(&reply), Decision::Approved);
+    }
+    for r in &mut routers {
+        r.restart().await.unwrap();
+    }
+    for i in 0..20 {
+        let read = GetContextRequest {
+            contact_id: format!("ctx-{i}"),
+            bot: "seller".into(),
+        };
+        let got = routers[(i + 1) % 2]
+            .handoff()
+            .await
+            .get_context(read)
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.context.unwrap().timeline, Some(format!("{i} months")));
+    }
+}
+
+#[tokio::test]
+async fn health_and_learning_on_one_replica_apply_on_the_other() {
+    let etcd = Etcd::single().await.unwrap();
+    let r1 = replica(&etcd, "/share/", &[]).await;
+    let r2 = replica(&etcd, "/share/", &[]).await;
+
+    let slow = ReportHealthRequest {
+        report: Some(HealthReport {
+            bot: "buyer".into(),
+            sample_count: 100,
+            p95_ms: 2500.0,
+            ..Default::default()
+        }),
+    };
+    r1.health()
+        .await
+        .report_health(tokio_stream::iter(vec![slow]))
+        .await
+        .unwrap();
+    let reported = Instant::now();
+    eventually("replica 2 to defer", Duration::from_secs(1), || {
+        let r2 = &r2;
+        async move {
+            let reply = ask(r2, request("share-h", "lead", "I want to buy a house"))
+                .await
+                .ok()?;
+            (decision(&reply) == Decision::DeferredUnhealthy).then_some(())
+        }
+    })
+    .await;
+    assert!(reported.elapsed() <= Duration::from_secs(1));
+
+    // Ten handoffs on replica 1, nine good outcomes: lead>seller via "model" drops to 0.65.
+    for i in 0..10 {
+        let reply = ask(&r1, signal_to(&format!("learn-{i}"), "lead", "seller", 0.9))
+            .await
+            .unwrap();
+        assert_eq!(decision(&reply), Decision::Approved);
+        let outcome = if i == 0 { 2 } else { 1 }; // FAILED once, SUCCESSFUL nine times
+        r1.handoff()
+            .await
+            .record_outcome(RecordOutcomeRequest {
+                handoff_id: reply.handoff_id,
+                outcome,
+            })
+            .await
+            .unwrap();
+    }
+    let reply = eventually(
+        "replica 2 to apply the learned threshold",
+        Duration::from_secs(5),
+        || {
+            let r2 = &r2;
+            async move {
+                ask(r2, signal_to("learn-weak", "lead", "seller", 0.66))
+                    .await
+                    .ok()
+                    .filter(|r| decision(r) == Decision::Approved)
+            }
+        },
+    )
+    .await;
+    assert_eq!(reply.threshold, 0.65);
+}
+
+#[tokio::test]
+async fn an_approved_handoff_through_a_router_is_two_etcd_writes() {
+    let etcd = Etcd::single().await.unwrap();
+    // Long-lived health leases, so no lease for a new time bucket is granted mid-count.
+    let router = replica(&etcd, "/count/", &["--set", "health.stale_after=1h"]).await;
+    for i in 0..3 {
+        let before = etcd.proposals_committed(0).await.unwrap();
+        let reply = ask(
+            &router,
+            request(&format!("count-{i}"), "lead", "I want to sell my house"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(decision(&reply), Decision::Approved);
+        let after = etcd.proposals_committed(0).await.unwrap();
+        assert_eq!(after - before, 2, "etcd writes for approval {i}");
+    }
+}
