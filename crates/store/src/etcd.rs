@@ -328,7 +328,9 @@ impl EtcdStore {
                                 session.alive.store(true, Ordering::SeqCst);
                             }
                             _ => {
-                                return Err(StoreError::Unavailable("session lease expired".into()));
+                                return Err(StoreError::Unavailable(
+                                    "session lease expired".into(),
+                                ));
                             }
                         }
                         tokio::time::sleep(ttl / 3).await;

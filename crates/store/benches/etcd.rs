@@ -1,0 +1,197 @@
+//! Approved handoffs per second on a single-node etcd (lock + fenced commit
+//! through `EtcdStore`), beside etcd's raw single-key transaction rate
+//! measured in the same run with the same client library and concurrency.
+//! Two writes per handoff make 0.5 of the raw rate the ceiling.
+//!
+//! `cargo bench -p baton-store --bench etcd` (needs the `etcd` binary;
+//! `BATON_BENCH_CLIENTS`, `BATON_BENCH_SECS` tune it).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use baton_policy::{Config, ContactState, ContextPacket, EntryKind};
+use baton_store::{Commit, EtcdOptions, EtcdStore, Store};
+use baton_test_support::Etcd;
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Run {
+    ops: usize,
+    secs: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// `clients` loops of `op` for `secs`, after a one-second warm-up.
+async fn run<F, Fut>(clients: u64, secs: u64, op: F) -> Run
+where
+    F: Fn(u64, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let start = Instant::now() + Duration::from_secs(1);
+    let end = start + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = 0;
+            loop {
+                let t = Instant::now();
+                if t >= end {
+                    break latencies;
+                }
+                op(client, n).await;
+                n += 1;
+                if t >= start {
+                    latencies.push(t.elapsed());
+                }
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("bench task"));
+    }
+    all.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    Run {
+        ops: all.len(),
+        secs: secs as f64,
+        p50_ms: ms(all[all.len() / 2]),
+        p99_ms: ms(all[all.len() * 99 / 100]),
+    }
+}
+
+/// Both rounds together: total rate, and the worse of the two percentiles.
+fn merge(runs: &[Run]) -> Run {
+    Run {
+        ops: runs.iter().map(|r| r.ops).sum(),
+        secs: runs.iter().map(|r| r.secs).sum(),
+        p50_ms: runs.iter().map(|r| r.p50_ms).fold(0.0, f64::max),
+        p99_ms: runs.iter().map(|r| r.p99_ms).fold(0.0, f64::max),
+    }
+}
+
+fn handoff(contact: &str) -> Commit {
+    let mut state = ContactState::new("lead", 1);
+    let context = ContextPacket {
+        timeline: Some("3 months".into()),
+        ..Default::default()
+    };
+    static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+    let config = CONFIG.get_or_init(Config::default);
+    state.hand_over(
+        EntryKind::Handoff,
+        contact,
+        "seller",
+        "sell my house",
+        0.9,
+        "",
+        context,
+        &[],
+        config,
+        now(),
+    );
+    Commit {
+        contact_id: contact.into(),
+        contact: Some(state),
+        decision: None,
+        handoff_id: Some(format!("h-{contact}")),
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[tokio::main]
+async fn main() {
+    let clients = env("BATON_BENCH_CLIENTS", 64);
+    let secs = env("BATON_BENCH_SECS", 5);
+    let etcd = Etcd::single()
+        .await
+        .expect("start etcd (apt-get install etcd-server)");
+    let raw = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .expect("connect");
+    let store = EtcdStore::connect(EtcdOptions {
+        endpoints: etcd.endpoints(),
+        prefix: "/bench/".into(),
+        session_ttl: Duration::from_secs(10),
+        op_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(5),
+        context_ttl: Duration::from_secs(24 * 3600),
+        decision_ttl: Duration::from_secs(24 * 3600),
+        health_ttl: Duration::from_secs(3600),
+    })
+    .await
+    .expect("connect the store");
+    let store = Arc::new(store);
+
+    // Alternate the two, so drift on a shared machine hits both alike.
+    let mut raw_runs = Vec::new();
+    let mut handoff_runs = Vec::new();
+    for round in 0..2u64 {
+        let raw = raw.clone();
+        raw_runs.push(
+            run(clients, secs, move |client, n| {
+                let mut kv = raw.kv_client();
+                async move {
+                    let key = format!("/raw/{round}/{client}/{n}");
+                    let txn = Txn::new()
+                        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                        .and_then([TxnOp::put(key, b"x".to_vec(), None)]);
+                    kv.txn(txn).await.expect("raw txn");
+                }
+            })
+            .await,
+        );
+        let store = Arc::clone(&store);
+        handoff_runs.push(
+            run(clients, secs, move |client, n| {
+                let store = Arc::clone(&store);
+                async move {
+                    let contact = format!("c-{round}-{client}-{n}");
+                    let lock = store
+                        .lock(&contact, Duration::from_secs(5))
+                        .await
+                        .expect("lock");
+                    store.commit(lock, handoff(&contact)).await.expect("commit");
+                }
+            })
+            .await,
+        );
+    }
+    let raw_run = merge(&raw_runs);
+    let handoffs = merge(&handoff_runs);
+
+    let rate = |r: &Run| r.ops as f64 / r.secs;
+    println!(
+        "single-node etcd, {clients} concurrent clients, 2 alternating rounds of {secs}s each:"
+    );
+    println!(
+        "  raw single-key txn   {:>8.0} /s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+        rate(&raw_run),
+        raw_run.p50_ms,
+        raw_run.p99_ms
+    );
+    println!(
+        "  approved handoff     {:>8.0} /s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+        rate(&handoffs),
+        handoffs.p50_ms,
+        handoffs.p99_ms
+    );
+    println!(
+        "  ratio {:.2} of the raw rate (target >= 0.40; two writes per handoff make 0.50 the limit)",
+        rate(&handoffs) / rate(&raw_run)
+    );
+}
