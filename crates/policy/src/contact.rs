@@ -42,6 +42,55 @@ pub struct HistoryEntry {
     pub outcome: Option<Outcome>,
 }
 
+/// Where a deferred handoff stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeferralStatus {
+    /// Waiting for the target to recover.
+    Pending,
+    /// Retried and approved.
+    Completed,
+    /// The target did not recover within `health.defer_window`.
+    Expired,
+    /// Retried `health.defer_max_tries` times, or a gate other than health refused it.
+    Abandoned,
+}
+
+impl DeferralStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeferralStatus::Pending => "PENDING",
+            DeferralStatus::Completed => "COMPLETED",
+            DeferralStatus::Expired => "EXPIRED",
+            DeferralStatus::Abandoned => "ABANDONED",
+        }
+    }
+}
+
+/// A handoff refused only because its target was unhealthy, kept so the
+/// router can complete it when the target recovers (SPEC §4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deferral {
+    pub source: String,
+    pub target: String,
+    pub pattern: String,
+    pub confidence: f64,
+    pub threshold: f64,
+    pub pending: Vec<String>,
+    pub context: ContextPacket,
+    pub request_id: String,
+    pub deferred_at: UnixMs,
+    pub tries: u32,
+    pub status: DeferralStatus,
+    pub handoff_id: String,
+    pub detail: String,
+}
+
+impl Deferral {
+    pub fn is_pending(&self) -> bool {
+        self.status == DeferralStatus::Pending
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContactState {
     /// A bot id, or [`HUMAN`].
@@ -52,6 +101,9 @@ pub struct ContactState {
     pub context: ContextPacket,
     pub context_expires_at: UnixMs,
     pub last_handoff_id: String,
+    /// The latest deferred handoff, and how it ended.
+    #[serde(default)]
+    pub deferral: Option<Deferral>,
 }
 
 impl ContactState {
@@ -64,6 +116,7 @@ impl ContactState {
             context: ContextPacket::default(),
             context_expires_at: 0,
             last_handoff_id: String::new(),
+            deferral: None,
         }
     }
 

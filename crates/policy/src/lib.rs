@@ -19,7 +19,7 @@ pub mod text;
 
 pub use classifier::BotIx;
 pub use config::{Config, HUMAN, LearningConfig};
-pub use contact::{ContactState, EntryKind, HistoryEntry};
+pub use contact::{ContactState, Deferral, DeferralStatus, EntryKind, HistoryEntry};
 pub use context::{Budget, ContextPacket, PropertyPreferences};
 pub use decision::{Decision, GateCheck, Verdict};
 pub use error::ConfigError;

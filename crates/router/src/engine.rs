@@ -6,17 +6,19 @@
 //! latest health report per bot and the learned threshold adjustments.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use baton_policy::gates::{self, Failure};
 use baton_policy::{
-    Assessment, BotIx, ContactState, ContextPacket, Decision, EntryKind, GateCheck, GateInput,
-    HUMAN, HealthReport, HealthStatus, Learned, Message, Next, Outcome, OutcomeWindow, Policy,
-    Signal, UnixMs, Verdict, assess_health, ms,
+    Assessment, BotIx, ContactState, ContextPacket, Decision, Deferral, DeferralStatus, EntryKind,
+    GateCheck, GateInput, HUMAN, HealthReport, HealthStatus, Learned, Message, Next, Outcome,
+    OutcomeWindow, Policy, Signal, UnixMs, Verdict, assess_health, ms,
 };
-use baton_store::{Commit, RouteKey, Store, StoreError, StoreEvent, StoredDecision};
+use baton_store::{
+    Commit, DeferredChange, RouteKey, Store, StoreError, StoreEvent, StoredDecision,
+};
 use tokio::sync::broadcast;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -94,6 +96,9 @@ pub struct Engine {
     policy: Policy,
     store: Arc<dyn Store>,
     health: RwLock<Vec<Option<HealthReport>>>,
+    /// Per bot: judged healthy at its last report. A change to healthy
+    /// retries the handoffs deferred to it.
+    healthy: Vec<AtomicBool>,
     learned: RwLock<LearnedCache>,
     counts: [AtomicU64; 8],
     events: broadcast::Sender<Arc<DecisionEvent>>,
@@ -132,6 +137,7 @@ impl Engine {
                 routes: vec![HashMap::new(); bots * bots],
             }),
             health: RwLock::new(health),
+            healthy: (0..bots).map(|_| AtomicBool::new(false)).collect(),
             counts: Default::default(),
             events,
             policy,
@@ -203,7 +209,7 @@ impl Engine {
         }
     }
 
-    async fn reload(&self) {
+    async fn reload(self: &Arc<Self>) {
         match self.store.health_reports().await {
             Ok(reports) => reports
                 .into_iter()
@@ -257,7 +263,12 @@ impl Engine {
             } else {
                 info!(reason = %v.reason, replayed = decided.replayed, "decided");
             }
-            self.publish(&req, v);
+            self.publish(
+                &req.contact_id,
+                self.policy.bot_id(req.source),
+                &req.request_id,
+                v,
+            );
             Ok(decided)
         }
         .instrument(span)
@@ -376,7 +387,31 @@ impl Engine {
             contact_id: req.contact_id.clone(),
             ..Default::default()
         };
+        if decision == Decision::DeferredUnhealthy {
+            contact.deferral = Some(Deferral {
+                source: source.to_owned(),
+                target: target.to_owned(),
+                pattern: a.pattern.clone(),
+                confidence: a.confidence,
+                threshold: a.threshold,
+                pending: a.pending.clone(),
+                context: req.context.clone(),
+                request_id: req.request_id.clone(),
+                deferred_at: now,
+                tries: 0,
+                status: DeferralStatus::Pending,
+                handoff_id: String::new(),
+                detail: verdict.reason.clone(),
+            });
+            commit.contact = Some(contact.clone());
+            commit.deferred = Some(DeferredChange::Add(target.to_owned()));
+        }
         if decision.moves_contact() {
+            if let Some(d) = contact.deferral.as_mut().filter(|d| d.is_pending()) {
+                d.status = DeferralStatus::Abandoned;
+                d.detail = format!("superseded by a handoff to '{target}'");
+                commit.deferred = Some(DeferredChange::Remove);
+            }
             let (kind, to) = match decision {
                 Decision::Approved => (EntryKind::Handoff, target),
                 _ => (EntryKind::Escalation, HUMAN),
@@ -418,15 +453,15 @@ impl Engine {
         })
     }
 
-    fn publish(&self, req: &HandoffRequest, verdict: &Verdict) {
+    fn publish(&self, contact_id: &str, source: &str, request_id: &str, verdict: &Verdict) {
         self.counts[decision_index(verdict.decision)].fetch_add(1, Ordering::Relaxed);
         if self.events.receiver_count() == 0 {
             return;
         }
         let event = DecisionEvent {
-            contact_id: req.contact_id.clone(),
-            source: self.policy.bot_id(req.source).to_owned(),
-            request_id: req.request_id.clone(),
+            contact_id: contact_id.to_owned(),
+            source: source.to_owned(),
+            request_id: request_id.to_owned(),
             at: now_ms(),
             verdict: verdict.clone(),
         };
@@ -519,7 +554,10 @@ impl Engine {
     }
 
     /// Keeps a probe's report (in the store and in the health cache).
-    pub async fn report_health(&self, mut report: HealthReport) -> Result<(), EngineError> {
+    pub async fn report_health(
+        self: &Arc<Self>,
+        mut report: HealthReport,
+    ) -> Result<(), EngineError> {
         let Some(ix) = self.policy.bot_ix(&report.bot) else {
             return Err(EngineError::Invalid(format!(
                 "field 'report.bot': '{}' is not a configured bot",
@@ -529,6 +567,157 @@ impl Engine {
         report.received_at = now_ms();
         self.store.put_health(&report).await?;
         write(&self.health)[ix] = Some(report);
+        self.health_changed(ix);
+        Ok(())
+    }
+
+    /// Judges a bot after a new report; when it turned healthy, retries
+    /// the handoffs deferred to it.
+    fn health_changed(self: &Arc<Self>, ix: BotIx) {
+        let config = self.policy.config();
+        let status = {
+            let health = read(&self.health);
+            assess_health(
+                health[ix].as_ref(),
+                config.bots[ix].sla_p95,
+                &config.health,
+                now_ms(),
+            )
+        };
+        let healthy = matches!(status, HealthStatus::Healthy(_));
+        if healthy && !self.healthy[ix].swap(true, Ordering::SeqCst) {
+            let engine = Arc::clone(self);
+            let span = info_span!("deferred", target = self.policy.bot_id(ix));
+            tokio::spawn(async move { engine.retry_deferred(ix).await }.instrument(span));
+        } else if !healthy {
+            self.healthy[ix].store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Retries every pending handoff deferred to bot `ix`.
+    async fn retry_deferred(&self, ix: BotIx) {
+        let target = self.policy.bot_id(ix);
+        let waiting = match self.store.deferred().await {
+            Ok(all) => all,
+            Err(e) => {
+                warn!(error = %e, "cannot list deferred handoffs");
+                return;
+            }
+        };
+        for (contact_id, _) in waiting.into_iter().filter(|(_, t)| t == target) {
+            // A live request may hold the contact for a moment: a few tries.
+            for attempt in 0..3 {
+                match self.retry_one(&contact_id).await {
+                    Err(EngineError::Store(StoreError::Busy(_))) if attempt < 2 => {
+                        tokio::time::sleep(self.policy.config().policy.lock_wait).await;
+                    }
+                    Err(e) => {
+                        warn!(contact = %contact_id, error = %e, "deferred handoff retry failed");
+                        break;
+                    }
+                    Ok(()) => break,
+                }
+            }
+        }
+    }
+
+    /// One retry of a contact's deferred handoff: every gate again, under the lock.
+    async fn retry_one(&self, contact_id: &str) -> Result<(), EngineError> {
+        let config = self.policy.config();
+        let lock = self.store.lock(contact_id, config.policy.lock_wait).await?;
+        let now = now_ms();
+        let Some(mut contact) = self.store.load(&lock, "", now).await?.contact else {
+            return Ok(());
+        };
+        let mut commit = Commit {
+            contact_id: contact_id.to_owned(),
+            deferred: Some(DeferredChange::Remove),
+            ..Default::default()
+        };
+        let Some(mut d) = contact.deferral.clone().filter(Deferral::is_pending) else {
+            self.store.commit(lock, commit).await?;
+            return Ok(());
+        };
+        let target_ix = self.policy.bot_ix(&d.target);
+        let mut published = None;
+        if now - d.deferred_at > ms(config.health.defer_window) {
+            d.status = DeferralStatus::Expired;
+            d.detail = format!("'{}' did not recover within the defer window", d.target);
+        } else if let Some(t) = target_ix {
+            d.tries += 1;
+            let result = {
+                let health = read(&self.health);
+                let input = GateInput {
+                    contact: &contact,
+                    source: &d.source,
+                    target: &d.target,
+                    target_health: health[t].as_ref(),
+                    target_sla: config.bots[t].sla_p95,
+                    now,
+                };
+                gates::run_gates(config, &input)
+            };
+            match result.failure {
+                None => {
+                    let handoff_id = uuid::Uuid::now_v7().to_string();
+                    let reason = format!(
+                        "deferred handoff completed after '{}' recovered (try {})",
+                        d.target, d.tries
+                    );
+                    contact.hand_over(
+                        EntryKind::Handoff,
+                        &handoff_id,
+                        &d.target,
+                        &d.pattern,
+                        d.confidence,
+                        &reason,
+                        d.context.clone(),
+                        &d.pending,
+                        config,
+                        now,
+                    );
+                    d.status = DeferralStatus::Completed;
+                    d.handoff_id = handoff_id.clone();
+                    d.detail = reason.clone();
+                    commit.handoff_id = Some(handoff_id.clone());
+                    published = Some(Verdict {
+                        decision: Decision::Approved,
+                        target: d.target.clone(),
+                        confidence: d.confidence,
+                        threshold: d.threshold,
+                        pattern: d.pattern.clone(),
+                        reason,
+                        gates: result.checks,
+                        handoff_id,
+                        retry_after_ms: 0,
+                        pending_intents: d.pending.clone(),
+                        context: Some(contact.context.clone()),
+                    });
+                }
+                Some(f)
+                    if f.decision == Decision::DeferredUnhealthy
+                        && d.tries < config.health.defer_max_tries =>
+                {
+                    d.detail = f.reason;
+                    commit.deferred = None; // still waiting
+                }
+                Some(f) => {
+                    d.status = DeferralStatus::Abandoned;
+                    d.detail = format!("after {} tries: {}", d.tries, f.reason);
+                }
+            }
+        } else {
+            d.status = DeferralStatus::Abandoned;
+            d.detail = format!("'{}' is no longer a configured bot", d.target);
+        }
+        info!(contact = contact_id, status = d.status.as_str(), tries = d.tries, detail = %d.detail, "deferred handoff retried");
+        let (source, request_id) = (d.source.clone(), d.request_id.clone());
+        contact.deferral = Some(d);
+        commit.contact = Some(contact);
+        self.store.commit(lock, commit).await?;
+        if let Some(verdict) = published {
+            self.publish(contact_id, &source, &request_id, &verdict);
+        }
         Ok(())
     }
 

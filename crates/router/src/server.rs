@@ -36,6 +36,7 @@ pub async fn open_store(config: &RouterConfig) -> anyhow::Result<Arc<dyn Store>>
             context_ttl: p.policy.context_ttl,
             decision_ttl: p.policy.decision_ttl,
             health_ttl: p.health.stale_after,
+            defer_ttl: p.health.defer_window,
         };
         let store = EtcdStore::connect(options)
             .await

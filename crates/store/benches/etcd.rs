@@ -104,6 +104,7 @@ fn handoff(contact: &str) -> Commit {
         contact: Some(state),
         decision: None,
         handoff_id: Some(format!("h-{contact}")),
+        deferred: None,
     }
 }
 
@@ -132,6 +133,7 @@ async fn main() {
         context_ttl: Duration::from_secs(24 * 3600),
         decision_ttl: Duration::from_secs(24 * 3600),
         health_ttl: Duration::from_secs(3600),
+        defer_ttl: Duration::from_secs(1800),
     })
     .await
     .expect("connect the store");

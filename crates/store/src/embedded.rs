@@ -295,6 +295,10 @@ impl Store for EmbeddedStore {
         self.read(|r| tables::health_reports(r))
     }
 
+    async fn deferred(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(tables::deferred)
+    }
+
     async fn purge_expired(&self, now: UnixMs) -> Result<usize, StoreError> {
         self.write(move |w| tables::purge_expired(w, now)).await
     }
@@ -356,6 +360,7 @@ mod tests {
                 },
             )),
             handoff_id: Some("h1".into()),
+            deferred: None,
         };
         store.commit(lock, commit).await.unwrap();
     }

@@ -35,8 +35,8 @@ use tokio::sync::broadcast;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
-    Acknowledged, Commit, ContactLock, Loaded, OutcomeRecorded, RouteKey, Store, StoreError,
-    StoreEvent, StoredDecision,
+    Acknowledged, Commit, ContactLock, DeferredChange, Loaded, OutcomeRecorded, RouteKey, Store,
+    StoreError, StoreEvent, StoredDecision,
 };
 
 /// How the router reaches etcd and how long things live there.
@@ -54,6 +54,8 @@ pub struct EtcdOptions {
     pub context_ttl: Duration,
     pub decision_ttl: Duration,
     pub health_ttl: Duration,
+    /// How long a deferred handoff waits for its target.
+    pub defer_ttl: Duration,
 }
 
 /// What the etcd handoff key holds: enough to acknowledge it and learn from it.
@@ -726,6 +728,22 @@ impl Store for EtcdStore {
                 Some(PutOptions::new().with_lease(lease)),
             ));
         }
+        match &commit.deferred {
+            Some(DeferredChange::Add(target)) => {
+                let lease = self.leases.lease(self.options.defer_ttl, now).await?;
+                let key = self.key("deferred", &commit.contact_id);
+                ops.push(TxnOp::put(
+                    key,
+                    target.clone().into_bytes(),
+                    Some(PutOptions::new().with_lease(lease)),
+                ));
+            }
+            Some(DeferredChange::Remove) => ops.push(TxnOp::delete(
+                self.key("deferred", &commit.contact_id),
+                None,
+            )),
+            None => {}
+        }
         ops.push(TxnOp::delete(lock_key.clone(), None));
         let txn = Txn::new()
             .when([Compare::create_revision(lock_key, CompareOp::Equal, fence)])
@@ -886,6 +904,28 @@ impl Store for EtcdStore {
             .iter()
             .map(|kv| decode("health report", kv.value()))
             .collect()
+    }
+
+    async fn deferred(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let prefix = format!("{}deferred/", self.options.prefix);
+        let resp = bounded(
+            "get",
+            self.options.op_timeout,
+            self.kv()
+                .get(prefix.clone(), Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let contact = std::str::from_utf8(kv.key()).ok()?.strip_prefix(&prefix)?;
+                Some((
+                    contact.to_owned(),
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                ))
+            })
+            .collect())
     }
 
     /// etcd expires decisions itself, through their leases.

@@ -81,6 +81,17 @@ pub struct Commit {
     pub decision: Option<(String, StoredDecision)>,
     /// A new handoff id to index, pointing at this contact.
     pub handoff_id: Option<String>,
+    /// Changes to the index of pending deferred handoffs.
+    pub deferred: Option<DeferredChange>,
+}
+
+/// The index of contacts with a pending deferred handoff, by target bot.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeferredChange {
+    /// The contact now waits for this target bot to recover.
+    Add(String),
+    /// The contact no longer waits.
+    Remove,
 }
 
 /// The result of recording an outcome.
@@ -151,6 +162,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The latest report of every bot.
     async fn health_reports(&self) -> Result<Vec<HealthReport>, StoreError>;
+
+    /// Contacts with a pending deferred handoff and the bot each waits for.
+    async fn deferred(&self) -> Result<Vec<(String, String)>, StoreError>;
 
     /// Deletes remembered decisions that expired; returns how many.
     async fn purge_expired(&self, now: UnixMs) -> Result<usize, StoreError>;

@@ -8,7 +8,10 @@ use baton_policy::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Acknowledged, Commit, Loaded, OutcomeRecorded, RouteKey, StoreError, StoredDecision};
+use crate::{
+    Acknowledged, Commit, DeferredChange, Loaded, OutcomeRecorded, RouteKey, StoreError,
+    StoredDecision,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Table {
@@ -19,15 +22,18 @@ pub enum Table {
     Handoffs,
     Outcomes,
     Health,
+    /// Contact id → the bot its deferred handoff waits for.
+    Deferred,
 }
 
 impl Table {
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
         Table::Contacts,
         Table::Decisions,
         Table::Handoffs,
         Table::Outcomes,
         Table::Health,
+        Table::Deferred,
     ];
 
     pub fn name(self) -> &'static str {
@@ -37,6 +43,7 @@ impl Table {
             Table::Handoffs => "handoffs",
             Table::Outcomes => "outcomes",
             Table::Health => "health",
+            Table::Deferred => "deferred",
         }
     }
 }
@@ -112,7 +119,23 @@ pub fn commit(w: &mut dyn Write, commit: &Commit) -> Result<(), StoreError> {
             commit.contact_id.clone().into_bytes(),
         )?;
     }
+    match &commit.deferred {
+        Some(DeferredChange::Add(target)) => w.put(
+            Table::Deferred,
+            &commit.contact_id,
+            target.clone().into_bytes(),
+        )?,
+        Some(DeferredChange::Remove) => w.remove(Table::Deferred, &commit.contact_id)?,
+        None => {}
+    }
     Ok(())
+}
+
+pub fn deferred(r: &dyn Read) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(r.scan(Table::Deferred)?
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect())
 }
 
 /// Finds a handoff's contact and runs `f` on its history entry, saving the contact.

@@ -18,6 +18,7 @@ fn options(etcd: &Etcd, prefix: &str) -> EtcdOptions {
         context_ttl: Duration::from_secs(24 * 3600),
         decision_ttl: Duration::from_secs(24 * 3600),
         health_ttl: Duration::from_secs(3600),
+        defer_ttl: Duration::from_secs(1800),
     }
 }
 
@@ -44,6 +45,7 @@ fn handed_over(contact: &str, handoff_id: &str) -> Commit {
         contact: Some(state),
         decision: None,
         handoff_id: Some(handoff_id.into()),
+        deferred: None,
     }
 }
 

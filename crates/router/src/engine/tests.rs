@@ -2,7 +2,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use baton_policy::{Config, HealthReport, LearningConfig};
+use baton_policy::{Config, DeferralStatus, HealthReport, LearningConfig};
 use baton_store::{Acknowledged, ContactLock, EmbeddedStore, Loaded, OutcomeRecorded};
 
 use super::*;
@@ -62,19 +62,23 @@ impl Store for Counting {
         self.hit();
         self.inner.health_reports().await
     }
+    async fn deferred(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.hit();
+        self.inner.deferred().await
+    }
     async fn purge_expired(&self, now: UnixMs) -> Result<usize, StoreError> {
         self.hit();
         self.inner.purge_expired(now).await
     }
 }
 
-async fn engine() -> (Engine, Arc<Counting>) {
+async fn engine() -> (Arc<Engine>, Arc<Counting>) {
     let store = Arc::new(Counting {
         inner: EmbeddedStore::in_memory(),
         calls: AtomicUsize::new(0),
     });
     let policy = Policy::new(Config::default()).unwrap();
-    let engine = Engine::new(policy, store.clone(), 16).await.unwrap();
+    let engine = Arc::new(Engine::new(policy, store.clone(), 16).await.unwrap());
     store.calls.store(0, Ordering::SeqCst);
     (engine, store)
 }
@@ -282,4 +286,85 @@ async fn an_unhealthy_report_defers_and_a_healthy_one_lets_through() {
         engine.decide(buy()).await.unwrap().verdict.decision,
         Decision::Approved
     );
+}
+
+fn buyer_report(p95: f64) -> HealthReport {
+    HealthReport {
+        bot: "buyer".into(),
+        sample_count: 100,
+        p95_ms: p95,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_deferred_handoff_completes_when_the_target_recovers() {
+    let (engine, _) = engine().await;
+    let mut events = engine.subscribe();
+    engine.report_health(buyer_report(2500.0)).await.unwrap();
+    let mut req = request(&engine, "c1", "lead", "I want to buy a house");
+    req.context.timeline = Some("6 months".into());
+    let d = engine.decide(req).await.unwrap();
+    assert_eq!(d.verdict.decision, Decision::DeferredUnhealthy);
+    let deferral = engine.contact("c1").await.unwrap().deferral.unwrap();
+    assert_eq!(
+        (deferral.status, deferral.tries),
+        (DeferralStatus::Pending, 0)
+    );
+    assert_eq!(
+        engine.store.deferred().await.unwrap(),
+        vec![("c1".into(), "buyer".into())]
+    );
+
+    engine.report_health(buyer_report(900.0)).await.unwrap();
+    // The decision event the router publishes for the completed handoff.
+    let event = loop {
+        let e = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if e.verdict.decision == Decision::Approved {
+            break e;
+        }
+    };
+    assert_eq!(
+        (event.contact_id.as_str(), event.verdict.target.as_str()),
+        ("c1", "buyer")
+    );
+    assert_eq!(
+        event.verdict.context.as_ref().unwrap().timeline.as_deref(),
+        Some("6 months")
+    );
+    let contact = engine.contact("c1").await.unwrap();
+    assert_eq!(contact.owner, "buyer");
+    let deferral = contact.deferral.unwrap();
+    assert_eq!(
+        (deferral.status, deferral.tries),
+        (DeferralStatus::Completed, 1)
+    );
+    assert_eq!(deferral.handoff_id, contact.last_handoff_id);
+    assert!(engine.store.deferred().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_deferred_handoff_is_tried_at_most_three_times() {
+    let (engine, _) = engine().await;
+    engine.report_health(buyer_report(2500.0)).await.unwrap();
+    let d = engine
+        .decide(request(&engine, "c1", "lead", "I want to buy a house"))
+        .await
+        .unwrap();
+    assert_eq!(d.verdict.decision, Decision::DeferredUnhealthy);
+    let expected = [
+        (1, DeferralStatus::Pending),
+        (2, DeferralStatus::Pending),
+        (3, DeferralStatus::Abandoned),
+    ];
+    for (tries, status) in expected {
+        engine.retry_one("c1").await.unwrap();
+        let deferral = engine.contact("c1").await.unwrap().deferral.unwrap();
+        assert_eq!((deferral.tries, deferral.status), (tries, status));
+    }
+    assert!(engine.store.deferred().await.unwrap().is_empty());
+    assert_eq!(engine.contact("c1").await.unwrap().owner, "lead");
 }
