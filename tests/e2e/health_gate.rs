@@ -1,6 +1,11 @@
 //! SPEC §2.7.5: a slow target is refused until it reports healthy again.
 
-use baton_proto::v1::{Decision, HealthReport, ListBotsRequest, ReportHealthRequest};
+use std::time::Duration;
+
+use baton_proto::v1::{
+    Decision, GetContactRequest, HealthReport, ListBotsRequest, ReportHealthRequest,
+};
+use baton_test_support::eventually;
 
 use crate::{decision, request, router};
 
@@ -62,7 +67,30 @@ async fn a_slow_buyer_defers_the_handoff_and_a_healthy_report_approves_it() {
     let buyer = bots.iter().find(|b| b.id == "buyer").unwrap();
     assert_eq!(buyer.last_report.as_ref().unwrap().p95_ms, 900.0);
 
-    let reply = handoff.request_handoff(buy()).await.unwrap().into_inner();
+    // The deferred handoff is completed by the router itself...
+    let admin = router.admin().await;
+    let contact = eventually(
+        "the deferred handoff to complete",
+        Duration::from_secs(5),
+        || {
+            let mut admin = admin.clone();
+            async move {
+                let get = GetContactRequest {
+                    contact_id: "health-1".into(),
+                };
+                let c = admin.get_contact(get).await.ok()?.into_inner();
+                (c.owner == "buyer").then_some(c)
+            }
+        },
+    )
+    .await;
+    let deferral = contact.deferral.unwrap();
+    assert_eq!((deferral.status.as_str(), deferral.tries), ("COMPLETED", 1));
+    assert_eq!(deferral.handoff_id, contact.history[0].handoff_id);
+    // ...and a new request to the healthy buyer is approved at once.
+    let mut fresh = buy();
+    fresh.contact_id = "health-2".into();
+    let reply = handoff.request_handoff(fresh).await.unwrap().into_inner();
     assert_eq!(decision(&reply), Decision::Approved, "{}", reply.reason);
     assert_eq!(reply.target_bot, "buyer");
 }

@@ -11,9 +11,9 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::convert;
 use crate::engine::{Engine, now_ms};
 use crate::stream::forward;
+use crate::{auth, convert};
 
 pub struct AdminApi {
     pub engine: Arc<Engine>,
@@ -27,6 +27,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<GetContactRequest>,
     ) -> Result<Response<GetContactResponse>, Status> {
+        auth::operator(&auth::caller(&request))?;
         let id = request.into_inner().contact_id;
         convert::contact_id(self.engine.policy(), &id)?;
         let contact = self.engine.contact(&id).await?;
@@ -101,6 +102,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<ReleaseContactRequest>,
     ) -> Result<Response<ReleaseContactResponse>, Status> {
+        auth::operator(&auth::caller(&request))?;
         let req = request.into_inner();
         convert::contact_id(self.engine.policy(), &req.contact_id)?;
         let previous = self
@@ -119,6 +121,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<WatchDecisionsRequest>,
     ) -> Result<Response<Self::WatchDecisionsStream>, Status> {
+        auth::operator(&auth::caller(&request))?;
         let filter = request.into_inner();
         let stream = forward(
             self.engine.subscribe(),
@@ -154,10 +157,14 @@ impl HealthService for HealthApi {
         &self,
         request: Request<Streaming<ReportHealthRequest>>,
     ) -> Result<Response<ReportHealthResponse>, Status> {
+        let caller = auth::caller(&request);
         let mut reports = request.into_inner();
         let mut accepted = 0;
         while let Some(message) = reports.next().await {
-            let report = convert::report_in(self.engine.policy(), message?.report)?;
+            let report = message?.report;
+            // A probe speaks only for its own bot: refused before anything is applied.
+            auth::as_probe(&caller, report.as_ref().map_or("", |r| r.bot.as_str()))?;
+            let report = convert::report_in(self.engine.policy(), report)?;
             self.engine.report_health(report).await?;
             accepted += 1;
         }

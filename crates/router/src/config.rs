@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use baton_policy::Config as PolicyConfig;
+
+use crate::auth::AuthConfig;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +36,18 @@ pub struct Args {
     /// Key prefix in etcd, so several deployments can share one cluster.
     #[arg(long, env = "BATON_ETCD_PREFIX")]
     pub etcd_prefix: Option<String>,
+    /// Allow listening on a non-loopback address with no tokens configured.
+    #[arg(long, env = "BATON_INSECURE_ALLOW_REMOTE")]
+    pub insecure_allow_remote: bool,
+    /// TLS certificate chain (PEM); with --tls-key, serve TLS only.
+    #[arg(long, env = "BATON_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "BATON_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) that client certificates must chain to: clients without one are refused.
+    #[arg(long, env = "BATON_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Log format: text or json.
     #[arg(long, env = "BATON_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -68,6 +82,22 @@ pub struct ServerConfig {
     pub purge_every: Duration,
     /// Decisions buffered per `WatchDecisions`/`WatchHandoffs` subscriber.
     pub watch_buffer: usize,
+    /// TLS: certificate chain and key (PEM files); both or neither.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// TLS: require client certificates chaining to this CA (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Largest request message accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// Calls in flight per client connection.
+    pub max_concurrent_per_connection: usize,
+    /// Calls per second per principal (per client address without auth); 0 = no limit.
+    pub rate_per_principal: f64,
+    /// Calls a principal may make at once above its rate.
+    pub rate_burst: f64,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +110,13 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             purge_every: Duration::from_secs(600),
             watch_buffer: 1024,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            max_request_bytes: 4 * 1024 * 1024,
+            max_concurrent_per_connection: 256,
+            rate_per_principal: 5000.0,
+            rate_burst: 10000.0,
         }
     }
 }
@@ -117,6 +154,7 @@ impl Default for EtcdConfig {
 pub struct RouterConfig {
     pub server: ServerConfig,
     pub etcd: EtcdConfig,
+    pub auth: AuthConfig,
     #[serde(flatten)]
     pub policy: PolicyConfig,
 }
@@ -156,6 +194,17 @@ impl RouterConfig {
         if let Some(prefix) = &args.etcd_prefix {
             config.etcd.prefix = prefix.clone();
         }
+        if args.insecure_allow_remote {
+            config.auth.insecure_allow_remote = true;
+        }
+        if args.tls_cert.is_some() {
+            config.server.tls_cert = args.tls_cert.clone();
+            config.server.tls_key = args.tls_key.clone();
+        }
+        if args.tls_client_ca.is_some() {
+            config.server.tls_client_ca = args.tls_client_ca.clone();
+        }
+        config.validate_server()?;
         config.validate_etcd()?;
         if let Some(format) = args.log_format {
             config.server.log_format = format;
@@ -172,6 +221,12 @@ impl RouterConfig {
                 .context("config section [server]")?,
             None => ServerConfig::default(),
         };
+        let auth = match table.remove("auth") {
+            Some(v) => v
+                .try_into::<AuthConfig>()
+                .context("config section [auth]")?,
+            None => AuthConfig::default(),
+        };
         let etcd = match table.remove("etcd") {
             Some(v) => v
                 .try_into::<EtcdConfig>()
@@ -186,10 +241,35 @@ impl RouterConfig {
         let config = Self {
             server,
             etcd,
+            auth,
             policy,
         };
         config.validate_etcd()?;
+        config.validate_server()?;
         Ok(config)
+    }
+
+    fn validate_server(&self) -> anyhow::Result<()> {
+        let s = &self.server;
+        if s.tls_cert.is_some() != s.tls_key.is_some() {
+            bail!("config keys 'server.tls_cert' and 'server.tls_key' go together");
+        }
+        if s.tls_client_ca.is_some() && s.tls_cert.is_none() {
+            bail!("config key 'server.tls_client_ca' needs 'server.tls_cert' and 'server.tls_key'");
+        }
+        if s.max_request_bytes < 1024 {
+            bail!("config key 'server.max_request_bytes' must be at least 1024");
+        }
+        if s.max_concurrent_per_connection == 0 {
+            bail!("config key 'server.max_concurrent_per_connection' must be above zero");
+        }
+        if !(s.rate_per_principal.is_finite() && s.rate_per_principal >= 0.0) {
+            bail!("config key 'server.rate_per_principal' must be a number >= 0 (0 = no limit)");
+        }
+        if s.rate_per_principal > 0.0 && !(s.rate_burst.is_finite() && s.rate_burst >= 1.0) {
+            bail!("config key 'server.rate_burst' must be at least 1");
+        }
+        Ok(())
     }
 
     fn validate_etcd(&self) -> anyhow::Result<()> {

@@ -327,6 +327,15 @@ pub fn contact_out(
         } else {
             0
         },
+        deferral: c.deferral.as_ref().map(|d| pb::Deferral {
+            source_bot: d.source.clone(),
+            target_bot: d.target.clone(),
+            deferred_at_unix_ms: d.deferred_at,
+            tries: d.tries,
+            status: d.status.as_str().to_owned(),
+            handoff_id: d.handoff_id.clone(),
+            detail: d.detail.clone(),
+        }),
     }
 }
 

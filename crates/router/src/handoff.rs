@@ -9,10 +9,10 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::convert;
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::stream::forward;
+use crate::{auth, convert};
 
 pub struct HandoffApi {
     pub engine: Arc<Engine>,
@@ -33,6 +33,7 @@ impl HandoffService for HandoffApi {
         &self,
         request: Request<RequestHandoffRequest>,
     ) -> Result<Response<RequestHandoffResponse>, Status> {
+        auth::as_bot(&auth::caller(&request), &request.get_ref().source_bot)?;
         let req = convert::handoff_request(self.engine.policy(), request.into_inner())?;
         let decided = self.engine.decide(req).await?;
         Ok(Response::new(convert::verdict_out(
@@ -45,6 +46,7 @@ impl HandoffService for HandoffApi {
         &self,
         request: Request<GetContextRequest>,
     ) -> Result<Response<GetContextResponse>, Status> {
+        auth::as_bot(&auth::caller(&request), &request.get_ref().bot)?;
         let req = request.into_inner();
         convert::contact_id(self.engine.policy(), &req.contact_id)?;
         let contact = self.engine.context(&req.contact_id, &req.bot).await?;
@@ -67,6 +69,7 @@ impl HandoffService for HandoffApi {
         &self,
         request: Request<AcknowledgeHandoffRequest>,
     ) -> Result<Response<AcknowledgeHandoffResponse>, Status> {
+        auth::as_bot(&auth::caller(&request), &request.get_ref().bot)?;
         let req = request.into_inner();
         required("handoff_id", &req.handoff_id)?;
         required("bot", &req.bot)?;
@@ -81,6 +84,7 @@ impl HandoffService for HandoffApi {
         &self,
         request: Request<RecordOutcomeRequest>,
     ) -> Result<Response<RecordOutcomeResponse>, Status> {
+        auth::any_bot(&auth::caller(&request))?;
         let req = request.into_inner();
         required("handoff_id", &req.handoff_id)?;
         let outcome = convert::outcome_in(req.outcome)?;
@@ -100,6 +104,7 @@ impl HandoffService for HandoffApi {
         &self,
         request: Request<WatchHandoffsRequest>,
     ) -> Result<Response<Self::WatchHandoffsStream>, Status> {
+        auth::as_bot(&auth::caller(&request), &request.get_ref().bot)?;
         let bot = request.into_inner().bot;
         if self.engine.policy().bot_ix(&bot).is_none() {
             return Err(EngineError::Invalid(format!(

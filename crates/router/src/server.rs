@@ -14,10 +14,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 
 use crate::admin::{AdminApi, HealthApi};
+use crate::auth::{Auth, Interceptor, RateLimit};
 use crate::config::RouterConfig;
 use crate::engine::Engine;
 use crate::handoff::HandoffApi;
@@ -75,9 +77,45 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
-    if !addr.ip().is_loopback() {
-        warn!(%addr, "no authentication is configured: anyone who can reach this address can act as any bot");
+    let s = &config.server;
+    let rate = (s.rate_per_principal > 0.0).then_some(RateLimit {
+        per_second: s.rate_per_principal,
+        burst: s.rate_burst,
+    });
+    let auth = Arc::new(Auth::from_config(&config.auth, rate)?);
+    if auth.enabled() {
+        info!(
+            principals = config.auth.principals.len(),
+            "bearer tokens required"
+        );
+    } else if addr.ip().is_loopback() {
+        warn!(%addr, "no tokens configured: listening on loopback only");
+    } else if config.auth.insecure_allow_remote {
+        warn!(%addr, "no tokens configured and listening beyond loopback: anyone who reaches it can act as any bot");
+    } else {
+        anyhow::bail!(
+            "refusing to listen on {addr} without authentication: configure [auth] principals, \
+             listen on loopback, or pass --insecure-allow-remote"
+        );
     }
+    let mut builder =
+        Server::builder().concurrency_limit_per_connection(s.max_concurrent_per_connection);
+    if let (Some(cert), Some(key)) = (&s.tls_cert, &s.tls_key) {
+        let read = |p: &std::path::PathBuf| {
+            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+        };
+        let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+        if let Some(ca) = &s.tls_client_ca {
+            tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+        }
+        builder = builder.tls_config(tls).context("TLS configuration")?;
+        info!(
+            client_certificates = s.tls_client_ca.is_some(),
+            "serving TLS"
+        );
+    }
+    let max = s.max_request_bytes;
+    let intercept = Interceptor(Arc::clone(&auth));
     let (stop_tx, stop_rx) = watch::channel(false);
     let buffer = config.server.watch_buffer;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -124,10 +162,19 @@ pub async fn serve(
         })
     });
     let mut drained = stop_rx.clone();
-    let server = Server::builder()
-        .add_service(HandoffServiceServer::new(handoff))
-        .add_service(AdminServiceServer::new(admin))
-        .add_service(HealthServiceServer::new(probes))
+    let server = builder
+        .add_service(InterceptedService::new(
+            HandoffServiceServer::new(handoff).max_decoding_message_size(max),
+            intercept.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            AdminServiceServer::new(admin).max_decoding_message_size(max),
+            intercept.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            HealthServiceServer::new(probes).max_decoding_message_size(max),
+            intercept,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
