@@ -1,6 +1,7 @@
 //! End-to-end tests: the built `baton-router` binary, started as a real
 //! process on a loopback port, driven over real gRPC.
 
+mod auth;
 mod bad_input;
 mod context;
 mod etcd;

@@ -40,8 +40,9 @@ impl AdminService for AdminApi {
 
     async fn list_bots(
         &self,
-        _: Request<ListBotsRequest>,
+        request: Request<ListBotsRequest>,
     ) -> Result<Response<ListBotsResponse>, Status> {
+        auth::operator(&auth::caller(&request))?;
         let bots = self
             .engine
             .bots()
@@ -67,8 +68,9 @@ impl AdminService for AdminApi {
 
     async fn get_stats(
         &self,
-        _: Request<GetStatsRequest>,
+        request: Request<GetStatsRequest>,
     ) -> Result<Response<GetStatsResponse>, Status> {
+        auth::operator(&auth::caller(&request))?;
         let decisions = self
             .engine
             .counts()

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use baton_proto::v1::admin_service_client::AdminServiceClient;
 use baton_proto::v1::handoff_service_client::HandoffServiceClient;
 use baton_proto::v1::health_service_client::HealthServiceClient;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
@@ -105,6 +105,7 @@ pub struct Router {
     pub addr: SocketAddr,
     pub data: TempDir,
     process: Option<Process>,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Router {
@@ -120,6 +121,25 @@ impl Router {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::start_full(bin, extra, env, None).await
+    }
+
+    /// A router serving TLS (`extra` carries `--tls-cert`/`--tls-key`); the
+    /// harness's own clients trust `tls`.
+    pub async fn start_tls(
+        bin: &Path,
+        extra: &[&str],
+        tls: ClientTlsConfig,
+    ) -> anyhow::Result<Self> {
+        Self::start_full(bin, extra, &[], Some(tls)).await
+    }
+
+    async fn start_full(
+        bin: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        tls: Option<ClientTlsConfig>,
+    ) -> anyhow::Result<Self> {
         let data = TempDir::new("router");
         let mut args = vec!["--data-dir".to_owned(), data.path().display().to_string()];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
@@ -133,6 +153,7 @@ impl Router {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             data,
             process: None,
+            tls,
         };
         router.launch("127.0.0.1:0").await?;
         Ok(router)
@@ -162,11 +183,15 @@ impl Router {
                 .context("baton-router did not report its address within 30s")?;
         self.addr = addr;
         let endpoint = self.endpoint();
+        let tls = self.tls.clone();
         eventually("baton-router to serve", Duration::from_secs(30), || {
-            let endpoint = endpoint.clone();
+            let (endpoint, tls) = (endpoint.clone(), tls.clone());
             async move {
-                let channel = Channel::from_shared(endpoint).ok()?.connect().await.ok()?;
-                let mut client = HealthClient::new(channel);
+                let mut channel = Channel::from_shared(endpoint).ok()?;
+                if let Some(tls) = tls {
+                    channel = channel.tls_config(tls).ok()?;
+                }
+                let mut client = HealthClient::new(channel.connect().await.ok()?);
                 let reply = client.check(HealthCheckRequest::default()).await.ok()?;
                 (reply.into_inner().status == ServingStatus::Serving as i32).then_some(())
             }
@@ -176,7 +201,8 @@ impl Router {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn process(&mut self) -> &mut Process {
@@ -197,12 +223,13 @@ impl Router {
         self.launch(&listen).await
     }
 
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(self.endpoint())
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect to baton-router")
+    /// A connection to the router (over TLS when it serves TLS).
+    pub async fn channel(&self) -> Channel {
+        let mut endpoint = Channel::from_shared(self.endpoint()).expect("endpoint");
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).expect("tls config");
+        }
+        endpoint.connect().await.expect("connect to baton-router")
     }
 
     pub async fn handoff(&self) -> HandoffServiceClient<Channel> {
