@@ -14,9 +14,24 @@ use baton_proto::bench::echo_service_server::{EchoService, EchoServiceServer};
 use baton_proto::bench::{EchoRequest, EchoResponse};
 use baton_proto::v1::handoff_service_client::HandoffServiceClient;
 use baton_proto::v1::{Decision, RequestHandoffRequest};
-use baton_router::{RouterConfig, server};
+use baton_router::auth::PrincipalConfig;
+use baton_router::telemetry::Telemetry;
+use baton_router::{LogFormat, RouterConfig, server};
 use clap::Parser;
 use hdrhistogram::Histogram;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use sha2::Digest;
 use tokio::net::TcpListener;
 use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status};
@@ -40,6 +55,50 @@ struct Args {
     /// Which decision path: `stay` (no storage) or `approve` (a new contact per call).
     #[arg(long, default_value = "stay")]
     path: String,
+    /// Run the in-process router as deployed for real: bearer tokens checked
+    /// on every call, and spans and metrics exported over OTLP/gRPC (to a
+    /// receiver in this process that drops them).
+    #[arg(long, conflicts_with = "router")]
+    secure: bool,
+}
+
+/// The token the load generator's clients present with `--secure`.
+const TOKEN: &str = "loadgen-lead-token";
+
+/// An OTLP receiver that accepts and drops everything.
+#[derive(Clone)]
+struct Drain;
+
+#[tonic::async_trait]
+impl TraceService for Drain {
+    async fn export(
+        &self,
+        _: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Drain {
+    async fn export(
+        &self,
+        _: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+}
+
+async fn start_drain() -> anyhow::Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(
+        Server::builder()
+            .add_service(TraceServiceServer::new(Drain))
+            .add_service(MetricsServiceServer::new(Drain))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    Ok(url)
 }
 
 struct Echo;
@@ -171,13 +230,38 @@ async fn main() -> anyhow::Result<()> {
             )),
     );
 
+    let mut telemetry = None;
     let router_url = match &args.router {
         Some(url) => url.clone(),
         None => {
-            // Logging as the router binary has it, so spans cost what they cost there.
-            baton_router::init_logging(baton_router::LogFormat::Text);
             let mut config = RouterConfig::default();
             config.server.memory = true;
+            // The per-principal limiter stays on, at a rate no run reaches.
+            config.server.rate_per_principal = 1e9;
+            config.server.rate_burst = 1e9;
+            // Logs (and, secured, OTLP export) as the router binary has them,
+            // so spans cost what they cost there.
+            let otlp = if args.secure {
+                Some(start_drain().await?)
+            } else {
+                None
+            };
+            telemetry = Some(Telemetry::init(
+                LogFormat::Text,
+                otlp.as_deref(),
+                Duration::from_secs(1),
+            )?);
+            if args.secure {
+                let hex: String = sha2::Sha256::digest(TOKEN)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                config.auth.principals.push(PrincipalConfig {
+                    role: "bot:lead".into(),
+                    token_sha256: Some(hex),
+                    ..Default::default()
+                });
+            }
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let url = format!("http://{}", listener.local_addr()?);
             let store = server::open_store(&config).await?;
@@ -195,8 +279,16 @@ async fn main() -> anyhow::Result<()> {
     // The same payload size as the handoff request, so the floor is fair.
     let payload: Arc<[u8]> = prost::Message::encode_to_vec(&handoff_request(&args.path, 0)).into();
     println!(
-        "{} clients, {:?} each after {:?} warm-up, path '{}'",
-        args.clients, args.duration, args.warmup, args.path
+        "{} clients, {:?} each after {:?} warm-up, path '{}'{}",
+        args.clients,
+        args.duration,
+        args.warmup,
+        args.path,
+        if args.secure {
+            ", with tokens and OTLP export"
+        } else {
+            ""
+        }
     );
     let echo_clients = channels(&echo_url, args.clients)
         .await?
@@ -223,10 +315,20 @@ async fn main() -> anyhow::Result<()> {
     } else {
         "stay"
     };
+    let secure = args.secure;
+    let with_token = move |mut r: Request<()>| {
+        if secure {
+            let value = format!("Bearer {TOKEN}")
+                .parse()
+                .map_err(|_| Status::internal("token"))?;
+            r.metadata_mut().insert("authorization", value);
+        }
+        Ok(r)
+    };
     let router_clients = channels(&router_url, args.clients)
         .await?
         .into_iter()
-        .map(HandoffServiceClient::new)
+        .map(|c| HandoffServiceClient::with_interceptor(c, with_token))
         .collect();
     let baton = measure(
         router_clients,
@@ -259,5 +361,8 @@ async fn main() -> anyhow::Result<()> {
         baton.ms(0.5) / echo.ms(0.5),
         baton.ms(0.99) / echo.ms(0.99)
     );
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
     Ok(())
 }

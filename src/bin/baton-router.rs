@@ -2,6 +2,7 @@
 //! SIGTERM/SIGINT, drain.
 
 use anyhow::Context;
+use baton_router::telemetry::Telemetry;
 use baton_router::{Args, RouterConfig, server};
 use clap::Parser;
 
@@ -13,11 +14,14 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    baton_router::init_logging(config.server.log_format);
+    let s = &config.server;
+    let telemetry = Telemetry::init(s.log_format, s.otlp_endpoint.as_deref(), s.metrics_interval)?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let store = server::open_store(&config).await?;
     let engine = server::engine(&config, store).await?;
-    server::serve(config, engine, listener, server::signal()).await
+    let served = server::serve(config, engine, listener, server::signal()).await;
+    telemetry.shutdown();
+    served
 }

@@ -11,6 +11,7 @@ mod loops;
 mod operators;
 mod probe;
 mod race;
+mod telemetry;
 
 use std::path::Path;
 

@@ -91,11 +91,18 @@ struct Bucket {
     at: Instant,
 }
 
+/// Whose calls a bucket counts: a configured principal, or a client address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum BucketKey {
+    Principal(usize),
+    Address(Option<std::net::IpAddr>),
+}
+
 /// The configured tokens and the per-principal rate limiter.
 pub struct Auth {
-    tokens: HashMap<[u8; 32], Role>,
+    tokens: HashMap<[u8; 32], (usize, Role)>,
     rate: Option<RateLimit>,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: Mutex<HashMap<BucketKey, Bucket>>,
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -156,7 +163,7 @@ impl Auth {
                 }
                 digest(&token)
             };
-            if tokens.insert(hash, role).is_some() {
+            if tokens.insert(hash, (i, role)).is_some() {
                 bail!("{key}: the same token is configured twice");
             }
         }
@@ -174,7 +181,7 @@ impl Auth {
 
     /// The interceptor: identifies the caller and applies its rate limit.
     pub fn check(&self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let caller = if self.enabled() {
+        let (caller, key) = if self.enabled() {
             let token = request
                 .metadata()
                 .get("authorization")
@@ -184,31 +191,28 @@ impl Auth {
                         .or_else(|| v.strip_prefix("bearer "))
                 })
                 .ok_or_else(|| Status::unauthenticated("missing or invalid token"))?;
-            let role = self
+            let (index, role) = self
                 .tokens
                 .get(&digest(token))
                 .ok_or_else(|| Status::unauthenticated("missing or invalid token"))?;
-            Caller::As(role.clone())
+            (Caller::As(role.clone()), BucketKey::Principal(*index))
         } else {
-            Caller::Open
+            (
+                Caller::Open,
+                BucketKey::Address(request.remote_addr().map(|a| a.ip())),
+            )
         };
         if let Some(rate) = self.rate {
-            let key = match &caller {
-                Caller::As(role) => role.describe(),
-                Caller::Open => request
-                    .remote_addr()
-                    .map_or_else(|| "anonymous".to_owned(), |a| a.ip().to_string()),
-            };
-            self.take(&key, rate)?;
+            self.take(key, rate, &caller)?;
         }
         request.extensions_mut().insert(caller);
         Ok(request)
     }
 
-    fn take(&self, key: &str, rate: RateLimit) -> Result<(), Status> {
+    fn take(&self, key: BucketKey, rate: RateLimit, caller: &Caller) -> Result<(), Status> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+        let bucket = buckets.entry(key).or_insert(Bucket {
             tokens: rate.burst,
             at: now,
         });
@@ -216,8 +220,13 @@ impl Auth {
         bucket.tokens = (bucket.tokens + refill).min(rate.burst);
         bucket.at = now;
         if bucket.tokens < 1.0 {
+            let who = match (caller, key) {
+                (Caller::As(role), _) => role.describe(),
+                (Caller::Open, BucketKey::Address(Some(ip))) => ip.to_string(),
+                _ => "this client".into(),
+            };
             return Err(Status::resource_exhausted(format!(
-                "rate limit of {} calls/s exceeded for '{key}'",
+                "rate limit of {} calls/s exceeded for '{who}'",
                 rate.per_second
             )));
         }

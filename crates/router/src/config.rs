@@ -48,6 +48,9 @@ pub struct Args {
     /// CA (PEM) that client certificates must chain to: clients without one are refused.
     #[arg(long, env = "BATON_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// OTLP/gRPC endpoint for traces and metrics (e.g. http://127.0.0.1:4317).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Log format: text or json.
     #[arg(long, env = "BATON_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -98,6 +101,15 @@ pub struct ServerConfig {
     pub rate_per_principal: f64,
     /// Calls a principal may make at once above its rate.
     pub rate_burst: f64,
+    /// OTLP/gRPC endpoint for traces and metrics; none: nothing is exported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// How often metrics are exported.
+    #[serde(with = "humantime_serde")]
+    pub metrics_interval: Duration,
+    /// One STAY decision in this many gets a tracing span (1 = every one);
+    /// every other decision always has one.
+    pub stay_span_every: u32,
 }
 
 impl Default for ServerConfig {
@@ -117,6 +129,9 @@ impl Default for ServerConfig {
             max_concurrent_per_connection: 256,
             rate_per_principal: 5000.0,
             rate_burst: 10000.0,
+            otlp_endpoint: None,
+            metrics_interval: Duration::from_secs(15),
+            stay_span_every: 100,
         }
     }
 }
@@ -201,6 +216,9 @@ impl RouterConfig {
             config.server.tls_cert = args.tls_cert.clone();
             config.server.tls_key = args.tls_key.clone();
         }
+        if let Some(endpoint) = &args.otlp_endpoint {
+            config.server.otlp_endpoint = Some(endpoint.clone());
+        }
         if args.tls_client_ca.is_some() {
             config.server.tls_client_ca = args.tls_client_ca.clone();
         }
@@ -256,6 +274,17 @@ impl RouterConfig {
         }
         if s.tls_client_ca.is_some() && s.tls_cert.is_none() {
             bail!("config key 'server.tls_client_ca' needs 'server.tls_cert' and 'server.tls_key'");
+        }
+        if let Some(e) = &s.otlp_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            bail!("OTLP endpoint '{e}' must be a URL like http://127.0.0.1:4317");
+        }
+        if s.metrics_interval < Duration::from_millis(100) {
+            bail!("config key 'server.metrics_interval' must be at least 100ms");
+        }
+        if s.stay_span_every == 0 {
+            bail!("config key 'server.stay_span_every' must be at least 1");
         }
         if s.max_request_bytes < 1024 {
             bail!("config key 'server.max_request_bytes' must be at least 1024");

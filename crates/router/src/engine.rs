@@ -23,6 +23,7 @@ use tokio::sync::broadcast;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::EngineError;
+use crate::telemetry::Metrics;
 
 /// A validated `RequestHandoff`.
 #[derive(Debug, Clone)]
@@ -102,6 +103,10 @@ pub struct Engine {
     learned: RwLock<LearnedCache>,
     counts: [AtomicU64; 8],
     events: broadcast::Sender<Arc<DecisionEvent>>,
+    metrics: Metrics,
+    /// STAY decisions so far, and how many of them get a span.
+    stays: AtomicU64,
+    stay_span_every: u64,
 }
 
 pub fn now_ms() -> UnixMs {
@@ -140,6 +145,9 @@ impl Engine {
             healthy: (0..bots).map(|_| AtomicBool::new(false)).collect(),
             counts: Default::default(),
             events,
+            metrics: Metrics::default(),
+            stays: AtomicU64::new(0),
+            stay_span_every: 1,
             policy,
             store,
         };
@@ -151,6 +159,13 @@ impl Engine {
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// Gives one STAY decision in `every` a tracing span (every non-STAY
+    /// decision always has one).
+    pub fn with_stay_span_every(mut self, every: u32) -> Self {
+        self.stay_span_every = u64::from(every.max(1));
+        self
     }
 
     /// Keeps the health and learning caches current with the changes other
@@ -230,49 +245,64 @@ impl Engine {
 
     /// The whole pipeline of SPEC §2 for one validated request.
     pub async fn decide(&self, req: HandoffRequest) -> Result<Decided, EngineError> {
-        let span = info_span!(
+        let started = std::time::Instant::now();
+        let assessment = {
+            let learned = read(&self.learned);
+            let message = Message {
+                source: req.source,
+                text: &req.message,
+                signals: &req.signals,
+            };
+            self.policy.assess(&message, &*learned)
+        };
+        if assessment.next == Next::Stay {
+            // The common path: one span per `stay_span_every` STAY decisions.
+            let verdict = self.stay(assessment);
+            let n = self.stays.fetch_add(1, Ordering::Relaxed);
+            if n.is_multiple_of(self.stay_span_every) {
+                let span = self.decision_span(&req);
+                span.in_scope(|| {
+                    record(&span, &verdict);
+                    debug!(reason = %verdict.reason, "decided");
+                });
+            }
+            self.finish(&req, &verdict, started);
+            return Ok(Decided {
+                verdict,
+                replayed: false,
+            });
+        }
+        let span = self.decision_span(&req);
+        async move {
+            let decided = self.locked(&req, assessment).await?;
+            let v = &decided.verdict;
+            record(&tracing::Span::current(), v);
+            info!(reason = %v.reason, replayed = decided.replayed, "decided");
+            self.finish(&req, v, started);
+            Ok(decided)
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn decision_span(&self, req: &HandoffRequest) -> tracing::Span {
+        info_span!(
             "decision",
             contact = %req.contact_id,
             source = self.policy.bot_id(req.source),
             target = tracing::field::Empty,
             decision = tracing::field::Empty,
-        );
-        async move {
-            let assessment = {
-                let learned = read(&self.learned);
-                let message = Message {
-                    source: req.source,
-                    text: &req.message,
-                    signals: &req.signals,
-                };
-                self.policy.assess(&message, &*learned)
-            };
-            let decided = match assessment.next {
-                Next::Stay => Decided {
-                    verdict: self.stay(assessment),
-                    replayed: false,
-                },
-                Next::Escalate | Next::Handoff => self.locked(&req, assessment).await?,
-            };
-            let v = &decided.verdict;
-            let span = tracing::Span::current();
-            span.record("target", v.target.as_str());
-            span.record("decision", v.decision.as_str());
-            if v.decision == Decision::Stay {
-                debug!(reason = %v.reason, "decided");
-            } else {
-                info!(reason = %v.reason, replayed = decided.replayed, "decided");
-            }
-            self.publish(
-                &req.contact_id,
-                self.policy.bot_id(req.source),
-                &req.request_id,
-                v,
-            );
-            Ok(decided)
-        }
-        .instrument(span)
-        .await
+            gate = tracing::field::Empty,
+            lock_wait_ms = tracing::field::Empty,
+        )
+    }
+
+    /// Counts, measures and broadcasts a decision.
+    fn finish(&self, req: &HandoffRequest, verdict: &Verdict, started: std::time::Instant) {
+        self.metrics
+            .decided(verdict.decision.as_str(), started.elapsed());
+        let source = self.policy.bot_id(req.source);
+        self.publish(&req.contact_id, source, &req.request_id, verdict);
     }
 
     fn stay(&self, a: Assessment) -> Verdict {
@@ -300,11 +330,13 @@ impl Engine {
         let source = self.policy.bot_id(req.source);
         let target = a.target.map_or(HUMAN, |t| self.policy.bot_id(t));
         let mut checks = a.checks;
-        let lock = match self
-            .store
-            .lock(&req.contact_id, config.policy.lock_wait)
-            .await
-        {
+        let waiting = std::time::Instant::now();
+        let locking = self.store.lock(&req.contact_id, config.policy.lock_wait);
+        let locked = locking.instrument(info_span!("store.lock")).await;
+        let waited = waiting.elapsed();
+        self.metrics.lock_waited(waited);
+        tracing::Span::current().record("lock_wait_ms", waited.as_secs_f64() * 1000.0);
+        let lock = match locked {
             Ok(lock) => lock,
             Err(StoreError::Busy(_)) => {
                 let why = format!(
@@ -333,7 +365,11 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         let now = now_ms();
-        let loaded = self.store.load(&lock, &req.request_id, now).await?;
+        let loaded = self
+            .store
+            .load(&lock, &req.request_id, now)
+            .instrument(info_span!("store.load"))
+            .await?;
         if let Some(verdict) = loaded.prior {
             return Ok(Decided {
                 verdict,
@@ -445,7 +481,10 @@ impl Engine {
         if commit.contact.is_some() || commit.decision.is_some() {
             #[cfg(debug_assertions)]
             pause_for_tests(&req.contact_id).await;
-            self.store.commit(lock, commit).await?;
+            self.store
+                .commit(lock, commit)
+                .instrument(info_span!("store.commit"))
+                .await?;
         }
         Ok(Decided {
             verdict,
@@ -508,6 +547,15 @@ impl Engine {
             .record_outcome(handoff_id, outcome, &self.policy.config().learning)
             .await?;
         let threshold = self.learn(&recorded.key, recorded.window);
+        if recorded.recorded {
+            let name = match outcome {
+                Outcome::Successful => "SUCCESSFUL",
+                Outcome::Failed => "FAILED",
+                Outcome::Reverted => "REVERTED",
+                Outcome::Timeout => "TIMEOUT",
+            };
+            self.metrics.outcome(name, recorded.key.route());
+        }
         info!(handoff = handoff_id, route = %recorded.key.route(), pattern = %recorded.key.pattern, threshold, "outcome recorded");
         Ok((recorded.key, threshold, recorded.recorded))
     }
@@ -814,6 +862,18 @@ async fn pause_for_tests(contact: &str) {
         );
         tokio::time::sleep(pause).await;
     }
+}
+
+/// Puts the decision's outcome on its span: target, decision, the gate that decided.
+fn record(span: &tracing::Span, v: &Verdict) {
+    span.record("target", v.target.as_str());
+    span.record("decision", v.decision.as_str());
+    let gate = v
+        .gates
+        .iter()
+        .find(|g| !g.passed)
+        .map_or("none", |g| g.gate.as_str());
+    span.record("gate", gate);
 }
 
 fn decision_index(d: Decision) -> usize {

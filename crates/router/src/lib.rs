@@ -17,20 +17,13 @@ pub mod error;
 pub mod handoff;
 pub mod server;
 pub(crate) mod stream;
+pub mod telemetry;
 
 pub use config::{Args, LogFormat, RouterConfig};
 pub use engine::Engine;
 
-/// Sets up structured logs on stderr; `RUST_LOG` filters (default `info`).
+/// Sets up structured logs on stderr only; `RUST_LOG` filters (default `info`).
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+    // Without an OTLP endpoint nothing here can fail.
+    let _ = telemetry::Telemetry::init(format, None, std::time::Duration::from_secs(60));
 }

@@ -61,9 +61,11 @@ pub async fn engine(config: &RouterConfig, store: Arc<dyn Store>) -> anyhow::Res
     let policy = Policy::new(config.policy.clone())?;
     let engine = Engine::new(policy, store, config.server.watch_buffer)
         .await
-        .context("cannot load state from the store")?;
+        .context("cannot load state from the store")?
+        .with_stay_span_every(config.server.stay_span_every);
     let engine = Arc::new(engine);
     engine.follow_store();
+    crate::telemetry::register_gauges(Arc::downgrade(&engine));
     Ok(engine)
 }
 
