@@ -33,10 +33,12 @@ fn probe_bin() -> PathBuf {
     bin
 }
 
-/// A bot's HTTP health endpoint: every `fail_every`-th request answers 500.
+/// A bot's HTTP health endpoint: every `fail_every`-th request answers 500,
+/// every answer after `delay_ms`.
 struct HttpBot {
     addr: SocketAddr,
     fail_every: Arc<AtomicU64>,
+    delay_ms: Arc<AtomicU64>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -45,13 +47,15 @@ impl HttpBot {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let fail = Arc::new(AtomicU64::new(fail_every));
+        let delay = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
-        let shared = Arc::clone(&fail);
+        let (shared, slow) = (Arc::clone(&fail), Arc::clone(&delay));
         let server = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 tokio::spawn(serve_bot(
                     stream,
                     Arc::clone(&shared),
+                    Arc::clone(&slow),
                     Arc::clone(&requests),
                 ));
             }
@@ -59,8 +63,13 @@ impl HttpBot {
         Self {
             addr,
             fail_every: fail,
+            delay_ms: delay,
             server,
         }
+    }
+
+    fn delay_ms(&self, ms: u64) {
+        self.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     fn url(&self) -> String {
@@ -79,7 +88,12 @@ impl Drop for HttpBot {
 }
 
 /// HTTP/1.1 with keep-alive, GET only: enough for a health endpoint.
-async fn serve_bot(mut stream: TcpStream, fail: Arc<AtomicU64>, requests: Arc<AtomicU64>) {
+async fn serve_bot(
+    mut stream: TcpStream,
+    fail: Arc<AtomicU64>,
+    delay: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     loop {
@@ -93,6 +107,10 @@ async fn serve_bot(mut stream: TcpStream, fail: Arc<AtomicU64>, requests: Arc<At
                 "200 OK"
             };
             let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 2\r\n\r\n{{}}");
+            let delay = delay.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
             if stream.write_all(answer.as_bytes()).await.is_err() {
                 return;
             }
@@ -520,4 +538,90 @@ async fn a_probe_reports_to_a_secured_router_with_its_token_and_logs_a_refusal()
         async move { refused.then_some(()) }
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_slow_bot_defers_the_handoff_and_its_recovery_delivers_it_on_watch_handoffs() {
+    let bot = HttpBot::start(0).await;
+    // buyer's limit becomes 0.1 x 1800 ms = 180 ms: a 300 ms bot is slow.
+    let router = router(&[
+        "--set",
+        "health.sla_factor=0.1",
+        "--set",
+        "health.min_samples=5",
+    ])
+    .await;
+    let _probe = Probe::start(&router, "1s", &["--http-url", &bot.url()]).await;
+    buyer_where(&router, "a healthy buyer", |b| {
+        health(b) == BotHealth::Healthy && samples(b) >= 5
+    })
+    .await;
+    let mut handoff = router.handoff().await;
+    let buy = |contact: &str| request(contact, "lead", "I want to buy a house");
+    let reply = handoff
+        .request_handoff(buy("slow-0"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(decision(&reply), Decision::Approved, "{}", reply.reason);
+
+    let mut incoming = handoff
+        .watch_handoffs(baton_proto::v1::WatchHandoffsRequest {
+            bot: "buyer".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    bot.delay_ms(300);
+    // Within a few report intervals (100 ms each) a request is deferred.
+    let mut attempt = 0;
+    let deferred = eventually("a deferred handoff", Duration::from_secs(3), || {
+        attempt += 1;
+        let contact = format!("slow-{attempt}");
+        let mut handoff = handoff.clone();
+        async move {
+            let reply = handoff
+                .request_handoff(buy(&contact))
+                .await
+                .ok()?
+                .into_inner();
+            (decision(&reply) == Decision::DeferredUnhealthy).then_some(contact)
+        }
+    })
+    .await;
+
+    bot.delay_ms(0);
+    // The router completes it by itself once the buyer is healthy again.
+    let pushed = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let item = tokio_stream::StreamExt::next(&mut incoming)
+                .await
+                .expect("stream open")
+                .expect("no error");
+            if let Some(h) = item.handoff.filter(|h| h.contact_id == deferred) {
+                break h;
+            }
+        }
+    })
+    .await
+    .expect("the deferred handoff arrives on WatchHandoffs");
+    assert_eq!(
+        (pushed.source_bot.as_str(), pushed.target_bot.as_str()),
+        ("lead", "buyer")
+    );
+    let contact = router
+        .admin()
+        .await
+        .get_contact(baton_proto::v1::GetContactRequest {
+            contact_id: deferred,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(contact.owner, "buyer");
+    let deferral = contact.deferral.unwrap();
+    assert_eq!(
+        (deferral.status.as_str(), deferral.handoff_id.as_str()),
+        ("COMPLETED", pushed.handoff_id.as_str())
+    );
 }
