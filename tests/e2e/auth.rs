@@ -349,7 +349,7 @@ async fn without_tokens_a_non_loopback_address_is_refused_unless_allowed() {
 }
 
 /// A CA and a server certificate for localhost/127.0.0.1, made with openssl.
-fn certificates(dir: &TempDir, name: &str) -> (String, String, String) {
+pub(crate) fn certificates(dir: &TempDir, name: &str) -> (String, String, String) {
     let path = |f: &str| dir.path().join(format!("{name}-{f}")).display().to_string();
     let run = |args: &[&str]| {
         let status = Command::new("openssl")

@@ -625,3 +625,26 @@ async fn a_slow_bot_defers_the_handoff_and_its_recovery_delivers_it_on_watch_han
         ("COMPLETED", pushed.handoff_id.as_str())
     );
 }
+
+#[tokio::test]
+async fn a_probe_reports_to_a_tls_router_it_trusts() {
+    let dir = TempDir::new("probe-tls");
+    let (ca, cert, key) = crate::auth::certificates(&dir, "router");
+    let trust = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            std::fs::read(&ca).unwrap(),
+        ))
+        .domain_name("localhost");
+    let router = Router::start_tls(
+        router_bin(),
+        &["--tls-cert", &cert, "--tls-key", &key],
+        trust,
+    )
+    .await
+    .unwrap();
+    let bot = HttpBot::start(0).await;
+    let probe = Probe::start(&router, "1s", &["--http-url", &bot.url(), "--tls-ca", &ca]).await;
+    let buyer = buyer_where(&router, "a report over TLS", |b| samples(b) > 0).await;
+    assert_eq!(health(&buyer), BotHealth::Healthy);
+    assert!(probe.healthz().await.contains("https://"));
+}

@@ -106,6 +106,16 @@ pub struct Args {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// CA (PEM) the router's TLS certificate must chain to; the router
+    /// URLs are then https://.
+    #[arg(long, env = "BATON_PROBE_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for routers that require one (with --tls-key).
+    #[arg(long, env = "BATON_PROBE_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Client certificate's private key (PEM).
+    #[arg(long, env = "BATON_PROBE_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "BATON_PROBE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -157,6 +167,12 @@ pub struct ProbeConfig {
     /// or read from `token_file`.
     #[serde(skip)]
     pub token: Option<Token>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
     pub log_format: LogFormat,
 }
 
@@ -200,6 +216,9 @@ impl Default for ProbeConfig {
             reconnect_max: Duration::from_secs(5),
             token_file: None,
             token: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
             log_format: LogFormat::Text,
         }
     }
@@ -249,6 +268,15 @@ impl ProbeConfig {
         if a.token_file.is_some() {
             config.token_file = a.token_file;
         }
+        for (slot, value) in [
+            (&mut config.tls_ca, a.tls_ca),
+            (&mut config.tls_cert, a.tls_cert),
+            (&mut config.tls_key, a.tls_key),
+        ] {
+            if value.is_some() {
+                *slot = value;
+            }
+        }
         config.token = match (a.token, &config.token_file) {
             (Some(token), _) => Some(Token::new(token.trim())),
             (None, Some(path)) => Some(read_token(path)?),
@@ -291,7 +319,25 @@ impl ProbeConfig {
             return Err(ProbeError::config("--router", "needs at least one URL"));
         }
         for url in &self.router {
-            http_url("--router", url)?;
+            if self.tls_ca.is_some() {
+                if !url.starts_with("https://") {
+                    return Err(ProbeError::config(
+                        "--router",
+                        format!("'{url}' must start with https:// when --tls-ca is given"),
+                    ));
+                }
+            } else {
+                http_url("--router", url)?;
+            }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ProbeError::config(
+                "--tls-cert",
+                "and --tls-key go together",
+            ));
+        }
+        if self.tls_cert.is_some() && self.tls_ca.is_none() {
+            return Err(ProbeError::config("--tls-cert", "needs --tls-ca"));
         }
         self.active_probe()?;
         for (flag, value) in [

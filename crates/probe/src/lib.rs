@@ -109,6 +109,7 @@ impl Probe {
         let reporter = Reporter {
             routers: config.router.clone(),
             authorization,
+            tls: client_tls(&config)?,
             every: config.report_every,
             backoff: Backoff::new(config.reconnect_min, config.reconnect_max),
             shared: Arc::clone(&shared),
@@ -194,4 +195,28 @@ pub async fn signal() {
         () = ctrl_c => info!("SIGINT received"),
         () = term => info!("SIGTERM received"),
     }
+}
+
+/// The TLS settings towards the router, read from the configured files.
+fn client_tls(
+    config: &ProbeConfig,
+) -> Result<Option<tonic::transport::ClientTlsConfig>, ProbeError> {
+    let Some(ca) = &config.tls_ca else {
+        return Ok(None);
+    };
+    let read = |flag: &'static str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| ProbeError::config(flag, format!("cannot read {}: {e}", path.display())))
+    };
+    let mut tls = tonic::transport::ClientTlsConfig::new().ca_certificate(
+        tonic::transport::Certificate::from_pem(read("--tls-ca", ca)?),
+    );
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        let identity = tonic::transport::Identity::from_pem(
+            read("--tls-cert", cert)?,
+            read("--tls-key", key)?,
+        );
+        tls = tls.identity(identity);
+    }
+    Ok(Some(tls))
 }

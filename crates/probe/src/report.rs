@@ -76,6 +76,8 @@ pub(crate) struct Reporter {
     pub routers: Vec<String>,
     /// `Bearer <token>`, when the router requires one.
     pub authorization: Option<MetadataValue<Ascii>>,
+    /// TLS towards the router, when configured.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
     pub every: Duration,
     pub backoff: Backoff,
     pub shared: Arc<Shared>,
@@ -136,6 +138,10 @@ impl Reporter {
             .keep_alive_timeout(KEEPALIVE)
             .keep_alive_while_idle(true)
             .tcp_nodelay(true);
+        let endpoint = match &self.tls {
+            Some(tls) => endpoint.tls_config(tls.clone())?,
+            None => endpoint,
+        };
         let channel = tokio::select! {
             channel = endpoint.connect() => channel?,
             () = stopped(stop) => return Ok(Ended::Stopped),
