@@ -52,6 +52,9 @@ struct Args {
     /// Drive this router instead of starting one in-process.
     #[arg(long)]
     router: Option<String>,
+    /// Measurements of each, alternating floor and Baton.
+    #[arg(long, default_value_t = 2)]
+    rounds: u32,
     /// Which decision path: `stay` (no storage) or `approve` (a new contact per call).
     #[arg(long, default_value = "stay")]
     path: String,
@@ -119,6 +122,17 @@ struct Stats {
 }
 
 impl Stats {
+    /// Two runs as one: calls and time add up, latencies merge.
+    fn merge(total: Option<Stats>, run: Stats) -> anyhow::Result<Stats> {
+        let Some(mut total) = total else {
+            return Ok(run);
+        };
+        total.calls += run.calls;
+        total.elapsed += run.elapsed;
+        total.latency.add(run.latency)?;
+        Ok(total)
+    }
+
     fn rate(&self) -> f64 {
         self.calls as f64 / self.elapsed.as_secs_f64()
     }
@@ -215,6 +229,7 @@ fn print(name: &str, s: &Stats) {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.clients > 0, "--clients must be at least 1");
+    anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
     anyhow::ensure!(
         matches!(args.path.as_str(), "stay" | "approve"),
         "--path must be 'stay' or 'approve'"
@@ -279,8 +294,9 @@ async fn main() -> anyhow::Result<()> {
     // The same payload size as the handoff request, so the floor is fair.
     let payload: Arc<[u8]> = prost::Message::encode_to_vec(&handoff_request(&args.path, 0)).into();
     println!(
-        "{} clients, {:?} each after {:?} warm-up, path '{}'{}",
+        "{} clients, {} alternating rounds of {:?} each after {:?} warm-up, path '{}'{}",
         args.clients,
+        args.rounds,
         args.duration,
         args.warmup,
         args.path,
@@ -290,26 +306,6 @@ async fn main() -> anyhow::Result<()> {
             ""
         }
     );
-    let echo_clients = channels(&echo_url, args.clients)
-        .await?
-        .into_iter()
-        .map(|c| (EchoServiceClient::new(c), payload.clone()))
-        .collect();
-    let echo = measure(
-        echo_clients,
-        args.warmup,
-        args.duration,
-        |(mut c, p), _| async move {
-            c.echo(EchoRequest {
-                payload: p.to_vec(),
-            })
-            .await?;
-            Ok((c, p))
-        },
-    )
-    .await?;
-    print("echo (floor)", &echo);
-
     let path: &'static str = if args.path == "approve" {
         "approve"
     } else {
@@ -325,35 +321,63 @@ async fn main() -> anyhow::Result<()> {
         }
         Ok(r)
     };
-    let router_clients = channels(&router_url, args.clients)
-        .await?
-        .into_iter()
-        .map(|c| HandoffServiceClient::with_interceptor(c, with_token))
-        .collect();
-    let baton = measure(
-        router_clients,
-        args.warmup,
-        args.duration,
-        move |mut c, n| async move {
-            let reply = c
-                .request_handoff(handoff_request(path, n))
-                .await?
-                .into_inner();
-            let expected = if path == "stay" {
-                Decision::Stay
-            } else {
-                Decision::Approved
-            };
-            anyhow::ensure!(
-                reply.decision == expected as i32,
-                "unexpected decision {:?}: {}",
-                reply.decision(),
-                reply.reason
-            );
-            Ok(c)
-        },
-    )
-    .await?;
+    let echo_channels = channels(&echo_url, args.clients).await?;
+    let router_channels = channels(&router_url, args.clients).await?;
+    // Alternate floor and Baton, so drift on a shared machine hits both alike.
+    let mut echo: Option<Stats> = None;
+    let mut baton: Option<Stats> = None;
+    for round in 0..args.rounds {
+        let clients = echo_channels
+            .iter()
+            .map(|c| (EchoServiceClient::new(c.clone()), payload.clone()))
+            .collect();
+        let run = measure(
+            clients,
+            args.warmup,
+            args.duration,
+            |(mut c, p), _| async move {
+                c.echo(EchoRequest {
+                    payload: p.to_vec(),
+                })
+                .await?;
+                Ok((c, p))
+            },
+        )
+        .await?;
+        echo = Some(Stats::merge(echo, run)?);
+        let clients = router_channels
+            .iter()
+            .map(|c| HandoffServiceClient::with_interceptor(c.clone(), with_token))
+            .collect();
+        let offset = u64::from(round) << 56;
+        let run = measure(
+            clients,
+            args.warmup,
+            args.duration,
+            move |mut c, n| async move {
+                let reply = c
+                    .request_handoff(handoff_request(path, offset | n))
+                    .await?
+                    .into_inner();
+                let expected = if path == "stay" {
+                    Decision::Stay
+                } else {
+                    Decision::Approved
+                };
+                anyhow::ensure!(
+                    reply.decision == expected as i32,
+                    "unexpected decision {:?}: {}",
+                    reply.decision(),
+                    reply.reason
+                );
+                Ok(c)
+            },
+        )
+        .await?;
+        baton = Some(Stats::merge(baton, run)?);
+    }
+    let (echo, baton) = (echo.context("no rounds")?, baton.context("no rounds")?);
+    print("echo (floor)", &echo);
     print(&format!("RequestHandoff ({path})"), &baton);
     println!(
         "ratio to floor: throughput {:.2}   p50 {:.2}x   p99 {:.2}x",

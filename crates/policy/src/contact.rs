@@ -38,7 +38,9 @@ pub struct HistoryEntry {
     pub confidence: f64,
     pub at: UnixMs,
     pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acknowledged_at: Option<UnixMs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
 }
 
@@ -102,7 +104,7 @@ pub struct ContactState {
     pub context_expires_at: UnixMs,
     pub last_handoff_id: String,
     /// The latest deferred handoff, and how it ended.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deferral: Option<Deferral>,
 }
 

@@ -24,15 +24,25 @@ pub struct PropertyPreferences {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ContextPacket {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub property_preferences: Option<PropertyPreferences>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub property_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub qualification_score: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub conversation_summary: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub answered_questions: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pending_intents: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
 }
 

@@ -83,13 +83,21 @@ fn bench(c: &mut Criterion) {
         .unwrap_or(50_000);
     let (p50, p99) = percentiles(n, pure_stay);
     let (s50, s99) = percentiles(n, || stay("c".into()));
-    let contacts: Vec<String> = (0..n).map(|i| format!("p-{i}")).collect();
-    let mut it = contacts.into_iter();
-    let (a50, a99) = percentiles(n, || {
-        let contact = it.next().unwrap();
-        black_box(rt.block_on(engine.decide(request(contact, SELL))).unwrap());
-    });
-    println!("single decisions, {n} each (us):");
+    // Three rounds, each on a fresh store; the median round's figures.
+    let mut rounds: Vec<(f64, f64)> = (0..3)
+        .map(|round| {
+            let engine = self::engine(&rt);
+            let contacts: Vec<String> = (0..n).map(|i| format!("p-{round}-{i}")).collect();
+            let mut it = contacts.into_iter();
+            percentiles(n, || {
+                let contact = it.next().unwrap();
+                black_box(rt.block_on(engine.decide(request(contact, SELL))).unwrap());
+            })
+        })
+        .collect();
+    rounds.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let (a50, a99) = rounds[1];
+    println!("single decisions, {n} each, approve: median of 3 rounds (us):");
     println!("  policy stay (baseline)  p50 {p50:>6.2}  p99 {p99:>6.2}");
     println!(
         "  engine stay             p50 {s50:>6.2}  p99 {s99:>6.2}  target p99 <= 5   ({:.2} of target, {:.2}x baseline p50)",

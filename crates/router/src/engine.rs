@@ -452,7 +452,7 @@ impl Engine {
                 Decision::Approved => (EntryKind::Handoff, target),
                 _ => (EntryKind::Escalation, HUMAN),
             };
-            let handoff_id = uuid::Uuid::now_v7().to_string();
+            let handoff_id = new_handoff_id(&req.contact_id);
             contact.hand_over(
                 kind,
                 &handoff_id,
@@ -707,7 +707,7 @@ impl Engine {
             };
             match result.failure {
                 None => {
-                    let handoff_id = uuid::Uuid::now_v7().to_string();
+                    let handoff_id = new_handoff_id(contact_id);
                     let reason = format!(
                         "deferred handoff completed after '{}' recovered (try {})",
                         d.target, d.tries
@@ -862,6 +862,12 @@ async fn pause_for_tests(contact: &str) {
         );
         tokio::time::sleep(pause).await;
     }
+}
+
+/// A new handoff id: time-ordered and unique, and carrying its contact
+/// (`<uuid>:<contact id>`) so a store can find the handoff from its id alone.
+fn new_handoff_id(contact_id: &str) -> String {
+    format!("{}:{contact_id}", uuid::Uuid::now_v7())
 }
 
 /// Puts the decision's outcome on its span: target, decision, the gate that decided.

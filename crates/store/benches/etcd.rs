@@ -103,7 +103,7 @@ fn handoff(contact: &str) -> Commit {
         contact_id: contact.into(),
         contact: Some(state),
         decision: None,
-        handoff_id: Some(format!("h-{contact}")),
+        handoff_id: Some(format!("{contact}:{contact}")),
         deferred: None,
     }
 }

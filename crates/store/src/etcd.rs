@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use baton_policy::{
-    ContactState, ContextPacket, HealthReport, LearningConfig, Outcome, OutcomeWindow, UnixMs,
+    ContactState, ContextPacket, HealthReport, HistoryEntry, LearningConfig, Outcome,
+    OutcomeWindow, UnixMs,
 };
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KvClient, PutOptions, Txn,
@@ -56,17 +57,6 @@ pub struct EtcdOptions {
     pub health_ttl: Duration,
     /// How long a deferred handoff waits for its target.
     pub defer_ttl: Duration,
-}
-
-/// What the etcd handoff key holds: enough to acknowledge it and learn from it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct HandoffMeta {
-    contact_id: String,
-    from: String,
-    to: String,
-    pattern: String,
-    acknowledged_at: Option<UnixMs>,
-    outcome: Option<Outcome>,
 }
 
 /// This process's session lease.
@@ -181,6 +171,10 @@ struct EtcdHeld {
     key: Vec<u8>,
     fence: i64,
     lease: i64,
+    /// The contact record's mod revision when loaded under this lock (0:
+    /// absent, -1: not loaded): the commit requires it unchanged, so an
+    /// acknowledgement or outcome written meanwhile is never overwritten.
+    contact_rev: AtomicI64,
     armed: bool,
     op_timeout: Duration,
     writes: Arc<AtomicU64>,
@@ -483,36 +477,40 @@ impl EtcdStore {
         }
     }
 
-    /// Read-modify-write of a handoff record with compare-and-swap retries.
-    /// With `learning`, a newly set outcome also goes into its route's
-    /// window in the same transaction; the window is returned.
+    /// Read-modify-write of a handoff's history entry on its contact
+    /// record, with compare-and-swap retries. With `learning`, a newly set
+    /// outcome also goes into its route's window in the same transaction;
+    /// the window is returned.
     async fn update_handoff<T>(
         &self,
         handoff_id: &str,
         learning: Option<&LearningConfig>,
-        mut f: impl FnMut(&mut HandoffMeta) -> Result<(T, bool), StoreError>,
-    ) -> Result<(T, HandoffMeta, OutcomeWindow), StoreError> {
-        let key = self.key("handoffs", handoff_id);
+        mut f: impl FnMut(&mut HistoryEntry) -> Result<(T, bool), StoreError>,
+    ) -> Result<(T, HistoryEntry, OutcomeWindow), StoreError> {
+        let not_found = || StoreError::NotFound {
+            what: "handoff",
+            id: handoff_id.to_owned(),
+        };
+        // Handoff ids carry their contact: `<id>:<contact id>`.
+        let (_, contact_id) = handoff_id.split_once(':').ok_or_else(not_found)?;
+        let key = self.key("contacts", contact_id);
         let limit = self.options.op_timeout;
         let mut kv = self.kv();
         for _ in 0..16 {
             let got = bounded("get", limit, kv.get(key.clone(), None)).await?;
-            let Some(found) = got.kvs().first() else {
-                return Err(StoreError::NotFound {
-                    what: "handoff",
-                    id: handoff_id.to_owned(),
-                });
-            };
-            let (rev, lease) = (found.mod_revision(), found.lease());
-            let mut meta: HandoffMeta = decode("handoff", found.value())?;
-            let (out, changed) = f(&mut meta)?;
+            let found = got.kvs().first().ok_or_else(not_found)?;
+            let rev = found.mod_revision();
+            let mut contact: ContactState = decode("contact", found.value())?;
+            let entry = contact.entry_mut(handoff_id).ok_or_else(not_found)?;
+            let (out, changed) = f(entry)?;
+            let entry = entry.clone();
             let mut window = OutcomeWindow::default();
             let mut window_op = None;
             if let Some(learning) = learning {
                 let route = RouteKey {
-                    source: meta.from.clone(),
-                    target: meta.to.clone(),
-                    pattern: meta.pattern.clone(),
+                    source: entry.from.clone(),
+                    target: entry.to.clone(),
+                    pattern: entry.pattern.clone(),
                 };
                 let window_key = self.key("outcomes", &route.encode());
                 let current = bounded("get", limit, kv.get(window_key.clone(), None)).await?;
@@ -521,20 +519,16 @@ impl EtcdStore {
                     window_rev = w.mod_revision();
                     window = decode("outcome window", w.value())?;
                 }
-                if let (true, Some(outcome)) = (changed, meta.outcome) {
+                if let (true, Some(outcome)) = (changed, entry.outcome) {
                     window.record(outcome, learning);
                     window_op = Some((window_key, window_rev, encode(&window)));
                 }
             }
             if !changed {
-                return Ok((out, meta, window));
+                return Ok((out, entry, window));
             }
             let mut compares = vec![Compare::mod_revision(key.clone(), CompareOp::Equal, rev)];
-            let mut ops = vec![TxnOp::put(
-                key.clone(),
-                encode(&meta),
-                Some(PutOptions::new().with_lease(lease)),
-            )];
+            let mut ops = vec![TxnOp::put(key.clone(), encode(&contact), None)];
             if let Some((window_key, window_rev, bytes)) = window_op {
                 compares.push(Compare::mod_revision(
                     window_key.clone(),
@@ -544,15 +538,9 @@ impl EtcdStore {
                 ops.push(TxnOp::put(window_key, bytes, None));
             }
             self.writes.fetch_add(1, Ordering::Relaxed);
-            if bounded(
-                "txn",
-                limit,
-                kv.txn(Txn::new().when(compares).and_then(ops)),
-            )
-            .await?
-            .succeeded()
-            {
-                return Ok((out, meta, window));
+            let txn = kv.txn(Txn::new().when(compares).and_then(ops));
+            if bounded("txn", limit, txn).await?.succeeded() {
+                return Ok((out, entry, window));
             }
         }
         Err(StoreError::Conflict(format!(
@@ -591,6 +579,7 @@ impl Store for EtcdStore {
                     key,
                     fence: revision,
                     lease,
+                    contact_rev: AtomicI64::new(-1),
                     armed: true,
                     op_timeout: self.options.op_timeout,
                     writes: Arc::clone(&self.writes),
@@ -657,6 +646,13 @@ impl Store for EtcdStore {
         )
         .await?;
         let parts = resp.op_responses();
+        if let Some(held) = lock.held::<EtcdHeld>() {
+            let rev = parts
+                .first()
+                .and_then(first_kv)
+                .map_or(0, |kv| kv.mod_revision());
+            held.contact_rev.store(rev, Ordering::SeqCst);
+        }
         let contact = contact_from(
             parts.first().and_then(first_kv),
             parts.get(1).and_then(first_kv),
@@ -685,6 +681,7 @@ impl Store for EtcdStore {
             return Err(StoreError::Fenced(commit.contact_id));
         }
         let lock_key = held.key.clone();
+        let contact_rev = held.contact_rev.load(Ordering::SeqCst);
         let now = now_ms();
         let mut ops = Vec::with_capacity(5);
         if let Some(contact) = &commit.contact {
@@ -700,22 +697,6 @@ impl Store for EtcdStore {
                 ops.push(TxnOp::put(
                     self.key("contexts", &commit.contact_id),
                     encode(&context),
-                    Some(PutOptions::new().with_lease(lease)),
-                ));
-            }
-            if let (Some(handoff_id), Some(entry)) = (&commit.handoff_id, contact.history.last()) {
-                let meta = HandoffMeta {
-                    contact_id: commit.contact_id.clone(),
-                    from: entry.from.clone(),
-                    to: entry.to.clone(),
-                    pattern: entry.pattern.clone(),
-                    acknowledged_at: None,
-                    outcome: None,
-                };
-                let lease = self.leases.lease(self.options.decision_ttl, now).await?;
-                ops.push(TxnOp::put(
-                    self.key("handoffs", handoff_id),
-                    encode(&meta),
                     Some(PutOptions::new().with_lease(lease)),
                 ));
             }
@@ -745,12 +726,36 @@ impl Store for EtcdStore {
             None => {}
         }
         ops.push(TxnOp::delete(lock_key.clone(), None));
-        let txn = Txn::new()
-            .when([Compare::create_revision(lock_key, CompareOp::Equal, fence)])
-            .and_then(ops);
+        let mut compares = vec![Compare::create_revision(
+            lock_key.clone(),
+            CompareOp::Equal,
+            fence,
+        )];
+        if contact_rev >= 0 {
+            let contact_key = self.key("contacts", &commit.contact_id);
+            compares.push(Compare::mod_revision(
+                contact_key,
+                CompareOp::Equal,
+                contact_rev,
+            ));
+        }
+        let txn = Txn::new().when(compares).and_then(ops);
         self.writes.fetch_add(1, Ordering::Relaxed);
         let resp = bounded("commit", self.options.op_timeout, self.kv().txn(txn)).await?;
         if !resp.succeeded() {
+            // Which compare failed: is the lock still ours?
+            let mut kv = self.kv();
+            let lock = bounded("get", self.options.op_timeout, kv.get(lock_key, None)).await?;
+            if lock
+                .kvs()
+                .first()
+                .is_some_and(|k| k.create_revision() == fence)
+            {
+                return Err(StoreError::Conflict(format!(
+                    "contact '{}' changed during the decision (an acknowledgement or outcome); retry",
+                    commit.contact_id
+                )));
+            }
             warn!(contact = %commit.contact_id, fence, "commit refused: the lock was lost");
             return Err(StoreError::Fenced(commit.contact_id));
         }
@@ -768,35 +773,13 @@ impl Store for EtcdStore {
         let limit = self.options.op_timeout;
         let resp = bounded("get", limit, self.kv().txn(Txn::new().and_then(ops))).await?;
         let parts = resp.op_responses();
-        let Some(mut contact) = contact_from(
+        let Some(contact) = contact_from(
             parts.first().and_then(first_kv),
             parts.get(1).and_then(first_kv),
         )?
         else {
             return Ok(None);
         };
-        // Acknowledgements and outcomes live on the handoff records.
-        let ids: Vec<String> = contact
-            .history
-            .iter()
-            .filter(|e| !e.handoff_id.is_empty())
-            .map(|e| e.handoff_id.clone())
-            .collect();
-        if !ids.is_empty() {
-            let ops: Vec<TxnOp> = ids
-                .iter()
-                .map(|id| TxnOp::get(self.key("handoffs", id), None))
-                .collect();
-            let resp = bounded("get", limit, self.kv().txn(Txn::new().and_then(ops))).await?;
-            for (id, part) in ids.iter().zip(resp.op_responses()) {
-                let Some(kv) = first_kv(&part) else { continue };
-                let meta: HandoffMeta = decode("handoff", kv.value())?;
-                if let Some(entry) = contact.entry_mut(id) {
-                    entry.acknowledged_at = meta.acknowledged_at;
-                    entry.outcome = meta.outcome;
-                }
-            }
-        }
         Ok(Some(contact))
     }
 
@@ -838,7 +821,7 @@ impl Store for EtcdStore {
         outcome: Outcome,
         config: &LearningConfig,
     ) -> Result<OutcomeRecorded, StoreError> {
-        let (recorded, meta, window) = self
+        let (recorded, entry, window) = self
             .update_handoff(handoff_id, Some(config), |meta| {
                 let fresh = meta.outcome.is_none();
                 if fresh {
@@ -848,9 +831,9 @@ impl Store for EtcdStore {
             })
             .await?;
         let key = RouteKey {
-            source: meta.from,
-            target: meta.to,
-            pattern: meta.pattern,
+            source: entry.from,
+            target: entry.to,
+            pattern: entry.pattern,
         };
         Ok(OutcomeRecorded {
             key,

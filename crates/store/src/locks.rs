@@ -31,6 +31,10 @@ impl ContactLock {
     pub fn held_mut<T: Any>(&mut self) -> Option<&mut T> {
         self.held.downcast_mut()
     }
+
+    pub fn held<T: Any>(&self) -> Option<&T> {
+        self.held.downcast_ref()
+    }
 }
 
 impl std::fmt::Debug for ContactLock {

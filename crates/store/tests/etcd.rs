@@ -158,9 +158,9 @@ async fn health_and_outcomes_reach_the_other_router_by_watch() {
     };
     a.put_health(&report).await.unwrap();
     let lock = a.lock("c1", Duration::from_millis(500)).await.unwrap();
-    a.commit(lock, handed_over("c1", "h1")).await.unwrap();
+    a.commit(lock, handed_over("c1", "h1:c1")).await.unwrap();
     let recorded = a
-        .record_outcome("h1", Outcome::Successful, &LearningConfig::default())
+        .record_outcome("h1:c1", Outcome::Successful, &LearningConfig::default())
         .await
         .unwrap();
     assert!(recorded.recorded);
@@ -185,14 +185,14 @@ async fn health_and_outcomes_reach_the_other_router_by_watch() {
     )
     .await;
     // Acknowledgements and outcomes read back through the contact.
-    assert!(b.acknowledge("h1", "seller", 42).await.unwrap().first);
+    assert!(b.acknowledge("h1:c1", "seller", 42).await.unwrap().first);
     let c = b.contact("c1").await.unwrap().unwrap();
     assert_eq!(
         (c.history[0].acknowledged_at, c.history[0].outcome),
         (Some(42), Some(Outcome::Successful))
     );
     assert!(
-        !b.record_outcome("h1", Outcome::Failed, &LearningConfig::default())
+        !b.record_outcome("h1:c1", Outcome::Failed, &LearningConfig::default())
             .await
             .unwrap()
             .recorded
@@ -218,4 +218,33 @@ async fn an_unreachable_etcd_fails_in_bounded_time() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn an_acknowledgement_during_a_decision_is_never_overwritten() {
+    let etcd = Etcd::single().await.unwrap();
+    let store = EtcdStore::connect(options(&etcd, "/t6/")).await.unwrap();
+    let lock = store.lock("c1", Duration::from_millis(500)).await.unwrap();
+    store
+        .commit(lock, handed_over("c1", "h1:c1"))
+        .await
+        .unwrap();
+    // A second decision loads the contact...
+    let lock = store.lock("c1", Duration::from_millis(500)).await.unwrap();
+    let loaded = store.load(&lock, "", now()).await.unwrap().contact.unwrap();
+    // ...the target acknowledges meanwhile...
+    store.acknowledge("h1:c1", "seller", 7).await.unwrap();
+    // ...and the decision's commit, built on the older state, is refused.
+    let stale = Commit {
+        contact_id: "c1".into(),
+        contact: Some(loaded),
+        ..Default::default()
+    };
+    let err = store.commit(lock, stale).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    let c = store.contact("c1").await.unwrap().unwrap();
+    assert_eq!(c.history[0].acknowledged_at, Some(7));
+    // The lock was released: the next decision goes through.
+    let lock = store.lock("c1", Duration::from_secs(2)).await.unwrap();
+    drop(lock);
 }
