@@ -25,22 +25,33 @@ fn definition(table: Table) -> TableDefinition<'static, &'static str, &'static [
     TableDefinition::new(table.name())
 }
 
+fn table_get(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(t.get(key).map_err(io)?.map(|v| v.value().to_vec()))
+}
+
+fn table_scan(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let mut out = Vec::new();
+    for row in t.iter().map_err(io)? {
+        let (k, v) = row.map_err(io)?;
+        out.push((k.value().to_owned(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
 struct RedbRead(redb::ReadTransaction);
 
 impl Read for RedbRead {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let t = self.0.open_table(definition(table)).map_err(io)?;
-        Ok(t.get(key).map_err(io)?.map(|v| v.value().to_vec()))
+        table_get(&self.0.open_table(definition(table)).map_err(io)?, key)
     }
 
     fn scan(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let t = self.0.open_table(definition(table)).map_err(io)?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(io)? {
-            let (k, v) = row.map_err(io)?;
-            out.push((k.value().to_owned(), v.value().to_vec()));
-        }
-        Ok(out)
+        table_scan(&self.0.open_table(definition(table)).map_err(io)?)
     }
 }
 
@@ -48,18 +59,11 @@ struct RedbWrite<'a>(&'a redb::WriteTransaction);
 
 impl Read for RedbWrite<'_> {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let t = self.0.open_table(definition(table)).map_err(io)?;
-        Ok(t.get(key).map_err(io)?.map(|v| v.value().to_vec()))
+        table_get(&self.0.open_table(definition(table)).map_err(io)?, key)
     }
 
     fn scan(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let t = self.0.open_table(definition(table)).map_err(io)?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(io)? {
-            let (k, v) = row.map_err(io)?;
-            out.push((k.value().to_owned(), v.value().to_vec()));
-        }
-        Ok(out)
+        table_scan(&self.0.open_table(definition(table)).map_err(io)?)
     }
 }
 

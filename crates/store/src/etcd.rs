@@ -37,7 +37,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
     Acknowledged, Commit, ContactLock, DeferredChange, Loaded, OutcomeRecorded, RouteKey, Store,
-    StoreError, StoreEvent, StoredDecision,
+    StoreError, StoreEvent, StoredDecision, acknowledge_entry, outcome_entry,
 };
 
 /// How the router reaches etcd and how long things live there.
@@ -466,6 +466,16 @@ impl EtcdStore {
         }
     }
 
+    /// Every key under `prefix/` (below the deployment prefix): the full
+    /// prefix, and the key-value pairs.
+    async fn list(&self, what: &str) -> Result<(String, Vec<etcd_client::KeyValue>), StoreError> {
+        let prefix = format!("{}{what}/", self.options.prefix);
+        let mut kv = self.kv();
+        let get = kv.get(prefix.clone(), Some(GetOptions::new().with_prefix()));
+        let mut resp = bounded("get", self.options.op_timeout, get).await?;
+        Ok((prefix, resp.take_kvs()))
+    }
+
     /// The session lease, if the session is alive.
     fn live_lease(&self) -> Result<i64, StoreError> {
         if self.session.alive.load(Ordering::SeqCst) {
@@ -790,27 +800,7 @@ impl Store for EtcdStore {
         now: UnixMs,
     ) -> Result<Acknowledged, StoreError> {
         let (ack, _, _) = self
-            .update_handoff(handoff_id, None, |meta| {
-                if meta.to != bot {
-                    return Err(StoreError::Conflict(format!(
-                        "handoff '{handoff_id}' went to '{}', not '{bot}'",
-                        meta.to
-                    )));
-                }
-                Ok(match meta.acknowledged_at {
-                    Some(at) => (Acknowledged { at, first: false }, false),
-                    None => {
-                        meta.acknowledged_at = Some(now);
-                        (
-                            Acknowledged {
-                                at: now,
-                                first: true,
-                            },
-                            true,
-                        )
-                    }
-                })
-            })
+            .update_handoff(handoff_id, None, |entry| acknowledge_entry(entry, bot, now))
             .await?;
         Ok(ack)
     }
@@ -822,11 +812,8 @@ impl Store for EtcdStore {
         config: &LearningConfig,
     ) -> Result<OutcomeRecorded, StoreError> {
         let (recorded, entry, window) = self
-            .update_handoff(handoff_id, Some(config), |meta| {
-                let fresh = meta.outcome.is_none();
-                if fresh {
-                    meta.outcome = Some(outcome);
-                }
+            .update_handoff(handoff_id, Some(config), |entry| {
+                let (_, fresh) = outcome_entry(entry, outcome);
                 Ok((fresh, fresh))
             })
             .await?;
@@ -843,23 +830,16 @@ impl Store for EtcdStore {
     }
 
     async fn outcome_windows(&self) -> Result<Vec<(RouteKey, OutcomeWindow)>, StoreError> {
-        let prefix = format!("{}outcomes/", self.options.prefix);
-        let resp = bounded(
-            "get",
-            self.options.op_timeout,
-            self.kv()
-                .get(prefix.clone(), Some(GetOptions::new().with_prefix())),
-        )
-        .await?;
-        let mut out = Vec::new();
-        for kv in resp.kvs() {
-            if let Some(StoreEvent::Outcomes(key, window)) =
-                Watched::Outcomes.event(&prefix, kv.key(), Some(kv.value()))
-            {
-                out.push((key, window));
-            }
-        }
-        Ok(out)
+        let (prefix, kvs) = self.list("outcomes").await?;
+        Ok(kvs
+            .iter()
+            .filter_map(
+                |kv| match Watched::Outcomes.event(&prefix, kv.key(), Some(kv.value())) {
+                    Some(StoreEvent::Outcomes(key, window)) => Some((key, window)),
+                    _ => None,
+                },
+            )
+            .collect())
     }
 
     async fn put_health(&self, report: &HealthReport) -> Result<(), StoreError> {
@@ -876,30 +856,15 @@ impl Store for EtcdStore {
     }
 
     async fn health_reports(&self) -> Result<Vec<HealthReport>, StoreError> {
-        let prefix = format!("{}health/", self.options.prefix);
-        let resp = bounded(
-            "get",
-            self.options.op_timeout,
-            self.kv().get(prefix, Some(GetOptions::new().with_prefix())),
-        )
-        .await?;
-        resp.kvs()
-            .iter()
+        let (_, kvs) = self.list("health").await?;
+        kvs.iter()
             .map(|kv| decode("health report", kv.value()))
             .collect()
     }
 
     async fn deferred(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let prefix = format!("{}deferred/", self.options.prefix);
-        let resp = bounded(
-            "get",
-            self.options.op_timeout,
-            self.kv()
-                .get(prefix.clone(), Some(GetOptions::new().with_prefix())),
-        )
-        .await?;
-        Ok(resp
-            .kvs()
+        let (prefix, kvs) = self.list("deferred").await?;
+        Ok(kvs
             .iter()
             .filter_map(|kv| {
                 let contact = std::str::from_utf8(kv.key()).ok()?.strip_prefix(&prefix)?;

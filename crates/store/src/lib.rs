@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use baton_policy::{
-    ContactState, HealthReport, LearningConfig, Outcome, OutcomeWindow, UnixMs, Verdict,
+    ContactState, HealthReport, HistoryEntry, LearningConfig, Outcome, OutcomeWindow, UnixMs,
+    Verdict,
 };
 use serde::{Deserialize, Serialize};
 
@@ -108,6 +109,49 @@ pub struct OutcomeRecorded {
 pub struct Acknowledged {
     pub at: UnixMs,
     pub first: bool,
+}
+
+/// Acknowledges a handoff's history entry, as its target `bot`, once;
+/// returns whether the entry changed.
+pub(crate) fn acknowledge_entry(
+    entry: &mut HistoryEntry,
+    bot: &str,
+    now: UnixMs,
+) -> Result<(Acknowledged, bool), StoreError> {
+    if entry.to != bot {
+        return Err(StoreError::Conflict(format!(
+            "handoff '{}' went to '{}', not '{bot}'",
+            entry.handoff_id, entry.to
+        )));
+    }
+    Ok(match entry.acknowledged_at {
+        Some(at) => (Acknowledged { at, first: false }, false),
+        None => {
+            entry.acknowledged_at = Some(now);
+            (
+                Acknowledged {
+                    at: now,
+                    first: true,
+                },
+                true,
+            )
+        }
+    })
+}
+
+/// Sets a handoff's outcome if it has none yet; returns its route and
+/// whether it was set.
+pub(crate) fn outcome_entry(entry: &mut HistoryEntry, outcome: Outcome) -> (RouteKey, bool) {
+    let key = RouteKey {
+        source: entry.from.clone(),
+        target: entry.to.clone(),
+        pattern: entry.pattern.clone(),
+    };
+    let fresh = entry.outcome.is_none();
+    if fresh {
+        entry.outcome = Some(outcome);
+    }
+    (key, fresh)
 }
 
 /// A change another router made to state every router caches.

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     Acknowledged, Commit, DeferredChange, Loaded, OutcomeRecorded, RouteKey, StoreError,
-    StoredDecision,
+    StoredDecision, acknowledge_entry, outcome_entry,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -163,22 +163,7 @@ pub fn acknowledge(
     now: UnixMs,
 ) -> Result<Acknowledged, StoreError> {
     update_entry(w, handoff_id, |entry| {
-        if entry.to != bot {
-            return Err(StoreError::Conflict(format!(
-                "handoff '{handoff_id}' went to '{}', not '{bot}'",
-                entry.to
-            )));
-        }
-        Ok(match entry.acknowledged_at {
-            Some(at) => Acknowledged { at, first: false },
-            None => {
-                entry.acknowledged_at = Some(now);
-                Acknowledged {
-                    at: now,
-                    first: true,
-                }
-            }
-        })
+        acknowledge_entry(entry, bot, now).map(|(ack, _)| ack)
     })
 }
 
@@ -188,18 +173,7 @@ pub fn record_outcome(
     outcome: Outcome,
     config: &LearningConfig,
 ) -> Result<OutcomeRecorded, StoreError> {
-    let (key, fresh) = update_entry(w, handoff_id, |entry| {
-        let key = RouteKey {
-            source: entry.from.clone(),
-            target: entry.to.clone(),
-            pattern: entry.pattern.clone(),
-        };
-        let fresh = entry.outcome.is_none();
-        if fresh {
-            entry.outcome = Some(outcome);
-        }
-        Ok((key, fresh))
-    })?;
+    let (key, fresh) = update_entry(w, handoff_id, |entry| Ok(outcome_entry(entry, outcome)))?;
     let encoded = key.encode();
     let mut window: OutcomeWindow = get(&*w, Table::Outcomes, &encoded)?.unwrap_or_default();
     if fresh {
