@@ -455,3 +455,15 @@ async fn tls_admits_clients_that_trust_the_ca_and_no_one_else() {
         "a client with an untrusted CA connected"
     );
 }
+
+#[tokio::test]
+async fn requests_above_the_size_limit_are_refused() {
+    let router = crate::router(&["--set", "server.max_request_bytes=2048"]).await;
+    let mut handoff = router.handoff().await;
+    let mut big = crate::request("size-1", "lead", &"x".repeat(4096));
+    big.request_id = "r".into();
+    let status = handoff.request_handoff(big).await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status}");
+    let small = crate::request("size-1", "lead", "hello");
+    assert!(handoff.request_handoff(small).await.is_ok());
+}

@@ -248,3 +248,38 @@ async fn an_acknowledgement_during_a_decision_is_never_overwritten() {
     let lock = store.lock("c1", Duration::from_secs(2)).await.unwrap();
     drop(lock);
 }
+
+#[tokio::test]
+async fn watches_resume_after_etcd_comes_back() {
+    let mut etcd = Etcd::single().await.unwrap();
+    let a = EtcdStore::connect(options(&etcd, "/t7/")).await.unwrap();
+    let b = EtcdStore::connect(options(&etcd, "/t7/")).await.unwrap();
+    let mut events = b.subscribe().unwrap();
+    // etcd goes away (every watch stream breaks) and comes back on its data.
+    etcd.kill(0);
+    etcd.restart(0).unwrap();
+    etcd.healthy(0).await;
+    let report = HealthReport {
+        bot: "seller".into(),
+        p95_ms: 321.0,
+        sample_count: 50,
+        ..Default::default()
+    };
+    eventually("a write after the restart", Duration::from_secs(10), || {
+        let (a, report) = (&a, report.clone());
+        async move { a.put_health(&report).await.ok() }
+    })
+    .await;
+    eventually(
+        "the other router's watch to deliver it",
+        Duration::from_secs(10),
+        || {
+            let mut got = false;
+            while let Ok(e) = events.try_recv() {
+                got |= e == StoreEvent::Health(report.clone());
+            }
+            async move { got.then_some(()) }
+        },
+    )
+    .await;
+}
