@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use baton_proto::v1::{
-    Decision, GetContactRequest, HealthReport, ListBotsRequest, ReportHealthRequest,
-};
+use baton_proto::v1::{Decision, GetContactRequest, HealthReport, ReportHealthRequest};
 use baton_test_support::eventually;
 
 use crate::{decision, request, router};
@@ -56,14 +54,7 @@ async fn a_slow_buyer_defers_the_handoff_and_a_healthy_report_approves_it() {
         .report_health(tokio_stream::iter(vec![report(900.0)]))
         .await
         .unwrap();
-    let bots = router
-        .admin()
-        .await
-        .list_bots(ListBotsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .bots;
+    let bots = crate::bots(&router).await;
     let buyer = bots.iter().find(|b| b.id == "buyer").unwrap();
     assert_eq!(buyer.last_report.as_ref().unwrap().p95_ms, 900.0);
 
@@ -112,13 +103,6 @@ async fn a_report_for_an_unknown_bot_is_rejected_and_not_applied() {
         "{}",
         status.message()
     );
-    let bots = router
-        .admin()
-        .await
-        .list_bots(ListBotsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .bots;
+    let bots = crate::bots(&router).await;
     assert!(bots.iter().all(|b| b.last_report.is_none()));
 }

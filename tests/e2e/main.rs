@@ -37,6 +37,19 @@ pub fn request(contact: &str, source: &str, message: &str) -> RequestHandoffRequ
     }
 }
 
+/// Every configured bot and its health, as an operator sees them.
+pub async fn bots(router: &Router) -> Vec<baton_proto::v1::Bot> {
+    let request = baton_proto::v1::ListBotsRequest {};
+    router
+        .admin()
+        .await
+        .list_bots(request)
+        .await
+        .expect("ListBots")
+        .into_inner()
+        .bots
+}
+
 pub fn decision(r: &RequestHandoffResponse) -> Decision {
     Decision::try_from(r.decision).expect("known decision")
 }

@@ -245,14 +245,7 @@ fn json_u64(json: &str, key: &str) -> u64 {
 }
 
 async fn buyer(router: &Router) -> Bot {
-    let bots = router
-        .admin()
-        .await
-        .list_bots(ListBotsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .bots;
+    let bots = crate::bots(router).await;
     bots.into_iter()
         .find(|b| b.id == "buyer")
         .expect("buyer is configured")
