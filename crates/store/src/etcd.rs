@@ -29,7 +29,7 @@ use baton_policy::{
 };
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KvClient, PutOptions, Txn,
-    TxnOp, TxnOpResponse, WatchOptions,
+    TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -99,6 +99,44 @@ async fn bounded<T>(
         Ok(Err(e)) => Err(unavailable(what, e)),
         Err(_) => Err(unavailable(what, format!("no answer within {limit:?}"))),
     }
+}
+
+/// Whether a failed call never reached etcd (no connection to that member),
+/// so sending it again cannot apply it twice.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == tonic::Code::Unavailable && s.message().contains("connect error")
+        }
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
+    }
+}
+
+/// One transaction. A request that could not reach the member the client
+/// picked (a dead member of a cluster) is sent again, so the client's
+/// balancer moves on to a live one; anything else is returned as it is.
+async fn retrying(kv: &KvClient, txn: Txn) -> Result<TxnResponse, etcd_client::Error> {
+    let mut tries = 0;
+    loop {
+        match kv.clone().txn(txn.clone()).await {
+            Err(e) if never_sent(&e) && tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// [`retrying`], bounded by `limit`.
+async fn send_txn(
+    what: &str,
+    limit: Duration,
+    kv: &KvClient,
+    txn: Txn,
+) -> Result<TxnResponse, StoreError> {
+    bounded(what, limit, retrying(kv, txn)).await
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -188,7 +226,7 @@ impl Drop for EtcdHeld {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (mut kv, key, fence, limit) = (
+        let (kv, key, fence, limit) = (
             self.kv.clone(),
             self.key.clone(),
             self.fence,
@@ -203,9 +241,16 @@ impl Drop for EtcdHeld {
                     fence,
                 )])
                 .and_then([TxnOp::delete(key, None)]);
-            if let Err(e) = bounded("unlock", limit, kv.txn(txn)).await {
-                // The session lease still bounds how long the lock can outlive us.
-                warn!(error = %e, "unlock failed; the lock expires with the session lease");
+            // While this process's session lives the lock would outlive a
+            // failed unlock: try for a while before leaving it to the lease.
+            for attempt in 1..=10 {
+                match send_txn("unlock", limit, &kv, txn.clone()).await {
+                    Ok(_) => return,
+                    Err(e) if attempt == 10 => {
+                        warn!(error = %e, "unlock failed; the lock goes with the session lease");
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
             }
         });
     }
@@ -548,8 +593,8 @@ impl EtcdStore {
                 ops.push(TxnOp::put(window_key, bytes, None));
             }
             self.writes.fetch_add(1, Ordering::Relaxed);
-            let txn = kv.txn(Txn::new().when(compares).and_then(ops));
-            if bounded("txn", limit, txn).await?.succeeded() {
+            let update = Txn::new().when(compares).and_then(ops);
+            if send_txn("txn", limit, &kv, update).await?.succeeded() {
                 return Ok((out, entry, window));
             }
         }
@@ -565,7 +610,7 @@ impl Store for EtcdStore {
         let deadline = tokio::time::Instant::now() + wait;
         let busy = || StoreError::Busy(contact_id.to_owned());
         let key = self.key("locks", contact_id);
-        let mut kv = self.kv();
+        let kv = self.kv();
         loop {
             let lease = self.live_lease()?;
             let txn = Txn::new()
@@ -577,7 +622,7 @@ impl Store for EtcdStore {
                 )])
                 .or_else([TxnOp::get(key.clone(), None)]);
             self.writes.fetch_add(1, Ordering::Relaxed);
-            let resp = match tokio::time::timeout_at(deadline, kv.txn(txn)).await {
+            let resp = match tokio::time::timeout_at(deadline, retrying(&kv, txn)).await {
                 Err(_) => return Err(busy()),
                 Ok(Err(e)) => return Err(unavailable("lock", e)),
                 Ok(Ok(resp)) => resp,
@@ -649,10 +694,11 @@ impl Store for EtcdStore {
         if !request_id.is_empty() {
             ops.push(TxnOp::get(self.decision_key(contact_id, request_id), None));
         }
-        let resp = bounded(
+        let resp = send_txn(
             "load",
             self.options.op_timeout,
-            self.kv().txn(Txn::new().and_then(ops)),
+            &self.kv(),
+            Txn::new().and_then(ops),
         )
         .await?;
         let parts = resp.op_responses();
@@ -751,7 +797,7 @@ impl Store for EtcdStore {
         }
         let txn = Txn::new().when(compares).and_then(ops);
         self.writes.fetch_add(1, Ordering::Relaxed);
-        let resp = bounded("commit", self.options.op_timeout, self.kv().txn(txn)).await?;
+        let resp = send_txn("commit", self.options.op_timeout, &self.kv(), txn).await?;
         if !resp.succeeded() {
             // Which compare failed: is the lock still ours?
             let mut kv = self.kv();
@@ -781,7 +827,7 @@ impl Store for EtcdStore {
             TxnOp::get(self.key("contexts", contact_id), None),
         ];
         let limit = self.options.op_timeout;
-        let resp = bounded("get", limit, self.kv().txn(Txn::new().and_then(ops))).await?;
+        let resp = send_txn("get", limit, &self.kv(), Txn::new().and_then(ops)).await?;
         let parts = resp.op_responses();
         let Some(contact) = contact_from(
             parts.first().and_then(first_kv),
