@@ -28,6 +28,18 @@ pub fn contact_id(policy: &Policy, id: &str) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// A size limit: "field 'message' is 9000 bytes, more than 8192".
+fn at_most(field: &str, size: usize, max: usize, unit: &str) -> Result<(), EngineError> {
+    if size <= max {
+        return Ok(());
+    }
+    let verb = if unit == "bytes" { "is" } else { "has" };
+    Err(invalid(
+        field,
+        format!("{verb} {size} {unit}, more than {max}"),
+    ))
+}
+
 fn finite(field: &str, value: f64) -> Result<f64, EngineError> {
     if value.is_finite() {
         Ok(value)
@@ -52,26 +64,8 @@ pub fn handoff_request(
             format!("'{}' is not a configured bot", req.source_bot),
         )
     })?;
-    if req.message.len() > limits.message_bytes {
-        return Err(invalid(
-            "message",
-            format!(
-                "is {} bytes, more than {}",
-                req.message.len(),
-                limits.message_bytes
-            ),
-        ));
-    }
-    if req.signals.len() > limits.signals {
-        return Err(invalid(
-            "signals",
-            format!(
-                "has {} entries, more than {}",
-                req.signals.len(),
-                limits.signals
-            ),
-        ));
-    }
+    at_most("message", req.message.len(), limits.message_bytes, "bytes")?;
+    at_most("signals", req.signals.len(), limits.signals, "entries")?;
     let mut signals = Vec::with_capacity(req.signals.len());
     for (i, s) in req.signals.into_iter().enumerate() {
         let target = policy.bot_ix(&s.target_bot).ok_or_else(|| {
@@ -100,27 +94,17 @@ pub fn handoff_request(
     }
     let context = match req.context {
         Some(c) => {
-            let size = c.encoded_len();
-            if size > limits.context_bytes {
-                return Err(invalid(
-                    "context",
-                    format!("is {size} bytes, more than {}", limits.context_bytes),
-                ));
-            }
+            at_most("context", c.encoded_len(), limits.context_bytes, "bytes")?;
             context_in(c)?
         }
         None => ContextPacket::default(),
     };
-    if req.request_id.len() > limits.request_id_bytes {
-        return Err(invalid(
-            "request_id",
-            format!(
-                "is {} bytes, more than {}",
-                req.request_id.len(),
-                limits.request_id_bytes
-            ),
-        ));
-    }
+    at_most(
+        "request_id",
+        req.request_id.len(),
+        limits.request_id_bytes,
+        "bytes",
+    )?;
     Ok(HandoffRequest {
         contact_id: req.contact_id,
         source,
