@@ -167,8 +167,15 @@ impl Classifier {
 mod tests {
     use super::*;
 
+    fn phrases() -> Config {
+        Config {
+            intents: crate::config::example_phrase_intents(),
+            ..Config::default()
+        }
+    }
+
     fn scores(message: &str) -> (f64, f64) {
-        let config = Config::default();
+        let config = phrases();
         let c = Classifier::new(&config);
         let s = c.classify(&c.tokenize(message)).scores;
         (s[2].score, s[1].score) // seller, buyer

@@ -44,10 +44,16 @@ pub struct PolicyConfig {
     /// Handoffs less than this apart belong to one chain.
     #[serde(with = "humantime_serde")]
     pub chain_gap: Duration,
-    /// Approved handoffs per contact in any rolling hour.
+    /// Approved handoffs per contact in any rolling `rate_window_short`.
     pub max_per_hour: u32,
-    /// Approved handoffs per contact in any rolling 24 hours.
+    /// Approved handoffs per contact in any rolling `rate_window_long`.
     pub max_per_day: u32,
+    /// The window `max_per_hour` counts over (an hour by default).
+    #[serde(with = "humantime_serde")]
+    pub rate_window_short: Duration,
+    /// The window `max_per_day` counts over (24 hours by default).
+    #[serde(with = "humantime_serde")]
+    pub rate_window_long: Duration,
     /// How long a context packet stays readable after its last handoff.
     #[serde(with = "humantime_serde")]
     pub context_ttl: Duration,
@@ -84,6 +90,9 @@ pub struct HealthConfig {
     pub defer_window: Duration,
     /// Retries of one deferred handoff.
     pub defer_max_tries: u32,
+    /// Attempts at a deferred handoff's contact lock, `policy.lock_wait`
+    /// apart, when a live request holds it as the target recovers.
+    pub defer_lock_attempts: u32,
 }
 
 /// Learned threshold adjustments (SPEC §2.9).
@@ -114,6 +123,11 @@ pub struct Limits {
     pub context_bytes: usize,
     pub request_id_bytes: usize,
     pub signals: usize,
+    /// A handoff id a bot sends back (`AcknowledgeHandoff`, `RecordOutcome`);
+    /// the router's own are a UUID, ':' and the contact id.
+    pub handoff_id_bytes: usize,
+    /// A signal's pattern: it keys learning windows and metric labels.
+    pub pattern_bytes: usize,
 }
 
 /// Text normalisation and negation (SPEC §2.2).
@@ -126,7 +140,24 @@ pub struct ClassifierConfig {
     pub negation_window: usize,
     /// Words that start a new clause, like punctuation does.
     pub clause_breaks: Vec<String>,
+    /// The intent model: `builtin` (the one shipped in the binary), `off`
+    /// (configured phrases and bot signals only), or the path of a model
+    /// file made by `baton-router train`.
+    pub model: String,
+    /// Model classes that send a contact to a person (SPEC §2.4).
+    pub escalate: Vec<String>,
+    /// Probability of an escalation class at which the model escalates;
+    /// below the route threshold on purpose: recall first.
+    pub escalate_at: f64,
+    /// Intent scores this close count as a tie, settled by `policy.priority`
+    /// ("sell and buy" fires both intents with near-equal confidence).
+    pub tie_margin: f64,
 }
+
+/// `classifier.model` value for the model built into the binary.
+pub const BUILTIN_MODEL: &str = "builtin";
+/// `classifier.model` value that turns the model off.
+pub const NO_MODEL: &str = "off";
 
 /// Explicit requests for a person and legal or financial topics (SPEC §2.4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,6 +212,8 @@ impl Default for PolicyConfig {
             chain_gap: Duration::from_secs(24 * 3600),
             max_per_hour: 3,
             max_per_day: 10,
+            rate_window_short: Duration::from_secs(3600),
+            rate_window_long: Duration::from_secs(24 * 3600),
             context_ttl: Duration::from_secs(24 * 3600),
             decision_ttl: Duration::from_secs(24 * 3600),
             lock_wait: Duration::from_millis(250),
@@ -200,6 +233,7 @@ impl Default for HealthConfig {
             retry_after: Duration::from_secs(30),
             defer_window: Duration::from_secs(30 * 60),
             defer_max_tries: 3,
+            defer_lock_attempts: 3,
         }
     }
 }
@@ -227,6 +261,8 @@ impl Default for Limits {
             context_bytes: 64 * 1024,
             request_id_bytes: 128,
             signals: 16,
+            handoff_id_bytes: 192,
+            pattern_bytes: 128,
         }
     }
 }
@@ -240,6 +276,10 @@ impl Default for ClassifierConfig {
             ]),
             negation_window: 3,
             clause_breaks: strings(&["but", "however", "although", "though"]),
+            model: BUILTIN_MODEL.to_owned(),
+            escalate: strings(&["human", "legal"]),
+            escalate_at: 0.5,
+            tie_margin: 0.1,
         }
     }
 }
@@ -266,6 +306,25 @@ impl Default for HumanConfig {
                 "divorc*",
                 "lawsuit",
                 "legal advice",
+                "short sale",
+                "judgment lien",
+                "tax lien",
+                "behind on payments",
+                "behind on my payments",
+                "behind on my mortgage",
+                "notice of default",
+                "evict*",
+                "persona real",
+                "un humano",
+                "hablar con una persona",
+                "hablar con alguien",
+                "abogad*",
+                "bancarrota",
+                "quiebra",
+                "embargar*",
+                "divorcio",
+                "sucesion",
+                "sucesión",
             ]),
         }
     }
@@ -286,49 +345,8 @@ impl Default for Config {
             human: HumanConfig::default(),
             bots: vec![bot("lead", 1500), bot("buyer", 1800), bot("seller", 1800)],
             routes: Vec::new(),
-            intents: vec![
-                intent(
-                    "seller",
-                    &[
-                        ("sell my house", 0.8),
-                        ("sell my home", 0.8),
-                        ("sell my condo", 0.8),
-                        ("sell my place", 0.8),
-                        ("sell our house", 0.8),
-                        ("sell our home", 0.8),
-                        ("list my house", 0.75),
-                        ("list my home", 0.75),
-                        ("want to sell", 0.75),
-                        ("need to sell", 0.75),
-                        ("looking to sell", 0.75),
-                        ("my home worth", 0.75),
-                        ("my house worth", 0.75),
-                        ("home valuation", 0.7),
-                        ("sell", 0.45),
-                        ("selling", 0.45),
-                    ],
-                ),
-                intent(
-                    "buyer",
-                    &[
-                        ("buy a house", 0.8),
-                        ("buy a home", 0.8),
-                        ("buy a condo", 0.8),
-                        ("buy a new", 0.75),
-                        ("want to buy", 0.75),
-                        ("looking to buy", 0.75),
-                        ("looking for a house", 0.7),
-                        ("looking for a home", 0.7),
-                        ("pre approved", 0.7),
-                        ("preapproved", 0.7),
-                        ("down payment", 0.45),
-                        ("mortgage", 0.4),
-                        ("fha", 0.3),
-                        ("buy", 0.45),
-                        ("buying", 0.45),
-                    ],
-                ),
-            ],
+            // The built-in model scores intents; phrases are for teams that want rules too.
+            intents: Vec::new(),
         }
     }
 }
@@ -337,8 +355,11 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
-fn intent(bot: &str, patterns: &[(&str, f64)]) -> IntentConfig {
-    IntentConfig {
+/// Phrase rules for the reference bots: what Baton scored with before it had
+/// a trained model. Kept as an example of `[[intents]]` and as the
+/// baseline the model is benchmarked against.
+pub fn example_phrase_intents() -> Vec<IntentConfig> {
+    let intent = |bot: &str, patterns: &[(&str, f64)]| IntentConfig {
         bot: bot.to_owned(),
         patterns: patterns
             .iter()
@@ -347,7 +368,50 @@ fn intent(bot: &str, patterns: &[(&str, f64)]) -> IntentConfig {
                 weight: *weight,
             })
             .collect(),
-    }
+    };
+    vec![
+        intent(
+            "seller",
+            &[
+                ("sell my house", 0.8),
+                ("sell my home", 0.8),
+                ("sell my condo", 0.8),
+                ("sell my place", 0.8),
+                ("sell our house", 0.8),
+                ("sell our home", 0.8),
+                ("list my house", 0.75),
+                ("list my home", 0.75),
+                ("want to sell", 0.75),
+                ("need to sell", 0.75),
+                ("looking to sell", 0.75),
+                ("my home worth", 0.75),
+                ("my house worth", 0.75),
+                ("home valuation", 0.7),
+                ("sell", 0.45),
+                ("selling", 0.45),
+            ],
+        ),
+        intent(
+            "buyer",
+            &[
+                ("buy a house", 0.8),
+                ("buy a home", 0.8),
+                ("buy a condo", 0.8),
+                ("buy a new", 0.75),
+                ("want to buy", 0.75),
+                ("looking to buy", 0.75),
+                ("looking for a house", 0.7),
+                ("looking for a home", 0.7),
+                ("pre approved", 0.7),
+                ("preapproved", 0.7),
+                ("down payment", 0.45),
+                ("mortgage", 0.4),
+                ("fha", 0.3),
+                ("buy", 0.45),
+                ("buying", 0.45),
+            ],
+        ),
+    ]
 }
 
 impl Config {
@@ -391,9 +455,6 @@ impl Config {
                     format!("duplicate bot '{}'", bot.id),
                 );
             }
-            if bot.sla_p95.is_zero() {
-                return bad(&format!("bots[{i}].sla_p95"), "must be above zero".into());
-            }
         }
         let known = |key: String, id: &str| {
             if ids.contains(id) {
@@ -433,6 +494,19 @@ impl Config {
             }
         }
         unit("policy.threshold", self.policy.threshold)?;
+        unit("classifier.escalate_at", self.classifier.escalate_at)?;
+        if !(0.0..=0.5).contains(&self.classifier.tie_margin) {
+            return bad(
+                "classifier.tie_margin",
+                format!("{} is not in [0, 0.5]", self.classifier.tie_margin),
+            );
+        }
+        if self.classifier.model.trim().is_empty() {
+            return bad(
+                "classifier.model",
+                format!("is empty (use '{BUILTIN_MODEL}', '{NO_MODEL}' or a model file)"),
+            );
+        }
         unit("health.max_error_rate", self.health.max_error_rate)?;
         unit("learning.lower_above", self.learning.lower_above)?;
         unit("learning.raise_below", self.learning.raise_below)?;
@@ -465,14 +539,140 @@ impl Config {
                 format!("must be at least {needed} to enforce the depth and daily limits"),
             );
         }
-        if self.policy.lock_wait.is_zero() {
-            return bad("policy.lock_wait", "must be above zero".into());
+        for (key, max) in [
+            ("policy.max_per_hour", self.policy.max_per_hour),
+            ("policy.max_per_day", self.policy.max_per_day),
+        ] {
+            if max == 0 {
+                return bad(key, "must be above zero".into());
+            }
         }
-        if self.limits.contact_id_bytes == 0 {
-            return bad("limits.contact_id_bytes", "must be above zero".into());
+        self.validate_durations()?;
+        if self.policy.rate_window_short > self.policy.rate_window_long {
+            return bad(
+                "policy.rate_window_short",
+                "exceeds policy.rate_window_long".into(),
+            );
+        }
+        if !(1..=100).contains(&self.health.defer_lock_attempts) {
+            return bad(
+                "health.defer_lock_attempts",
+                format!("{} is not in 1..=100", self.health.defer_lock_attempts),
+            );
+        }
+        self.validate_base_thresholds()?;
+        self.validate_limits()
+    }
+
+    /// Every duration is bounded by [`MAX_DURATION`], so `now + ttl` cannot
+    /// overflow; those that would switch a rule off at zero must be above it.
+    fn validate_durations(&self) -> Result<(), ConfigError> {
+        let p = &self.policy;
+        let h = &self.health;
+        let durations = [
+            ("policy.circular_window", p.circular_window, false),
+            ("policy.chain_gap", p.chain_gap, false),
+            ("policy.rate_window_short", p.rate_window_short, true),
+            ("policy.rate_window_long", p.rate_window_long, true),
+            ("policy.context_ttl", p.context_ttl, true),
+            ("policy.decision_ttl", p.decision_ttl, true),
+            ("policy.lock_wait", p.lock_wait, true),
+            ("health.stale_after", h.stale_after, true),
+            ("health.retry_after", h.retry_after, false),
+            ("health.defer_window", h.defer_window, false),
+        ];
+        for (key, value, nonzero) in durations {
+            duration(key, value, nonzero)?;
+        }
+        for (i, bot) in self.bots.iter().enumerate() {
+            duration(&format!("bots[{i}].sla_p95"), bot.sla_p95, true)?;
         }
         Ok(())
     }
+
+    /// Learning clamps a threshold to `[learning.min_threshold,
+    /// learning.max_threshold]`: a base threshold outside that range would be
+    /// moved the wrong way by it (0.4 raised to 0.5 by successes), so it is
+    /// refused rather than silently inverted.
+    fn validate_base_thresholds(&self) -> Result<(), ConfigError> {
+        let (lo, hi) = (self.learning.min_threshold, self.learning.max_threshold);
+        let within = |key: String, t: f64| {
+            if (lo..=hi).contains(&t) {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    key,
+                    problem: format!(
+                        "{t} is outside [learning.min_threshold, learning.max_threshold] = \
+                         [{lo}, {hi}], where learning would move it the wrong way"
+                    ),
+                })
+            }
+        };
+        within("policy.threshold".into(), self.policy.threshold)?;
+        for (i, route) in self.routes.iter().enumerate() {
+            within(format!("routes[{i}].threshold"), route.threshold)?;
+        }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let sizes = [
+            ("limits.contact_id_bytes", l.contact_id_bytes),
+            ("limits.message_bytes", l.message_bytes),
+            ("limits.context_bytes", l.context_bytes),
+            ("limits.request_id_bytes", l.request_id_bytes),
+            ("limits.handoff_id_bytes", l.handoff_id_bytes),
+            ("limits.pattern_bytes", l.pattern_bytes),
+        ];
+        for (key, size) in sizes {
+            if size == 0 {
+                return Err(ConfigError::Invalid {
+                    key: key.to_owned(),
+                    problem: "must be above zero".into(),
+                });
+            }
+        }
+        // The router's own handoff ids must pass the limit bots are held to.
+        let own = HANDOFF_ID_PREFIX_BYTES.saturating_add(l.contact_id_bytes);
+        if l.handoff_id_bytes < own {
+            return Err(ConfigError::Invalid {
+                key: "limits.handoff_id_bytes".into(),
+                problem: format!(
+                    "must be at least {own}: a handoff id is a UUID, ':' and the contact id \
+                     (limits.contact_id_bytes)"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The longest duration any key may hold: far beyond any sensible TTL or
+/// window, far below what overflows millisecond arithmetic on the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
+
+/// What a handoff id adds to its contact id: a UUID (36) and ':'.
+pub const HANDOFF_ID_PREFIX_BYTES: usize = 37;
+
+/// Checks a duration key: at most [`MAX_DURATION`] ("10y"), and above zero
+/// when `nonzero`.
+pub fn duration(key: &str, value: Duration, nonzero: bool) -> Result<(), ConfigError> {
+    let problem = if value > MAX_DURATION {
+        format!(
+            "{} is longer than the 10y any duration may be",
+            humantime_serde::re::humantime::format_duration(value)
+        )
+    } else if nonzero && value.is_zero() {
+        "must be above zero".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::Invalid {
+        key: key.to_owned(),
+        problem,
+    })
 }
 
 fn unit(key: &str, value: f64) -> Result<(), ConfigError> {
@@ -557,5 +757,125 @@ mod tests {
             let err = Config::from_toml(text).unwrap_err();
             assert!(err.to_string().contains(key), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn the_former_literals_default_to_their_old_values() {
+        let c = Config::default();
+        assert_eq!(c.policy.rate_window_short, Duration::from_secs(3600));
+        assert_eq!(c.policy.rate_window_long, Duration::from_secs(24 * 3600));
+        assert_eq!(c.health.defer_lock_attempts, 3);
+        assert_eq!(c.limits.handoff_id_bytes, 192);
+        assert_eq!(c.limits.pattern_bytes, 128);
+        let c = Config::from_toml(
+            "[policy]\nrate_window_short = \"2h\"\nrate_window_long = \"7d\"\n\
+             [health]\ndefer_lock_attempts = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.policy.rate_window_short, Duration::from_secs(7200));
+        assert_eq!(c.policy.rate_window_long, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.health.defer_lock_attempts, 5);
+    }
+
+    #[test]
+    fn silent_bad_values_are_refused_naming_the_key() {
+        let route =
+            |t: f64| format!("[[routes]]\nfrom = \"lead\"\nto = \"buyer\"\nthreshold = {t}\n");
+        let (low, high) = (route(0.4), route(0.97));
+        let cases = [
+            (
+                "[limits]\nmessage_bytes = 0\n",
+                "limits.message_bytes",
+                "above zero",
+            ),
+            (
+                "[limits]\ncontext_bytes = 0\n",
+                "limits.context_bytes",
+                "above zero",
+            ),
+            (
+                "[limits]\npattern_bytes = 0\n",
+                "limits.pattern_bytes",
+                "above zero",
+            ),
+            (
+                "[limits]\nhandoff_id_bytes = 100\n",
+                "limits.handoff_id_bytes",
+                "at least 165",
+            ),
+            (
+                "[policy]\ncontext_ttl = \"1000000000y\"\n",
+                "policy.context_ttl",
+                "10y",
+            ),
+            (
+                "[policy]\ndecision_ttl = \"11y\"\n",
+                "policy.decision_ttl",
+                "10y",
+            ),
+            (
+                "[health]\ndefer_window = \"1000000000y\"\n",
+                "health.defer_window",
+                "10y",
+            ),
+            (
+                "[policy]\npriority = []\n[[bots]]\nid = \"a\"\nsla_p95 = \"1000000000y\"\n",
+                "bots[0].sla_p95",
+                "10y",
+            ),
+            (
+                "[health]\nstale_after = \"0s\"\n",
+                "health.stale_after",
+                "above zero",
+            ),
+            (
+                "[policy]\nrate_window_short = \"0s\"\n",
+                "policy.rate_window_short",
+                "above zero",
+            ),
+            (
+                "[policy]\nrate_window_short = \"2d\"\n",
+                "policy.rate_window_short",
+                "exceeds policy.rate_window_long",
+            ),
+            (
+                "[policy]\nmax_per_hour = 0\n",
+                "policy.max_per_hour",
+                "above zero",
+            ),
+            (
+                "[health]\ndefer_lock_attempts = 0\n",
+                "health.defer_lock_attempts",
+                "1..=100",
+            ),
+            // Learning would raise 0.4 to 0.5 on success, lower 0.97 to 0.95 on failure.
+            (low.as_str(), "routes[0].threshold", "wrong way"),
+            (high.as_str(), "routes[0].threshold", "wrong way"),
+            (
+                "[policy]\nthreshold = 0.97\n",
+                "policy.threshold",
+                "wrong way",
+            ),
+            (
+                "[learning]\nmin_threshold = 0.75\n",
+                "policy.threshold",
+                "[0.75, 0.95]",
+            ),
+        ];
+        for (text, key, problem) in cases {
+            let err = Config::from_toml(text).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("config key '{key}' ")) && err.contains(problem),
+                "{text}: {err}"
+            );
+        }
+        // The bounds themselves are accepted.
+        let c = Config::from_toml(&format!(
+            "{}{}[policy]\ncontext_ttl = \"10y\"\n[limits]\nhandoff_id_bytes = 165\n",
+            route(0.5),
+            route(0.95).replace("buyer", "seller"),
+        ))
+        .unwrap();
+        assert_eq!(c.policy.context_ttl, MAX_DURATION);
     }
 }

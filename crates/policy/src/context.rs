@@ -1,6 +1,6 @@
 //! The context packet that moves with a contact (SPEC §5) and how packets merge.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -64,27 +64,41 @@ impl ContextPacket {
         keep(&mut self.temperature, later.temperature);
         keep(&mut self.qualification_score, later.qualification_score);
         keep(&mut self.conversation_summary, later.conversation_summary);
-        for q in later.answered_questions {
-            push_unique(&mut self.answered_questions, q);
-        }
-        for i in later.pending_intents {
-            push_unique(&mut self.pending_intents, i);
-        }
-        self.attributes.extend(later.attributes);
-        let answered = [
+        let mut answered = later.answered_questions;
+        let fields = [
             ("budget", self.budget.is_some()),
             ("timeline", self.timeline.is_some()),
             ("property_preferences", self.property_preferences.is_some()),
             ("property_address", self.property_address.is_some()),
         ];
-        for (name, set) in answered {
-            if set {
-                push_unique(&mut self.answered_questions, name.to_owned());
-            }
-        }
+        answered.extend(
+            fields
+                .into_iter()
+                .filter(|(_, set)| *set)
+                .map(|(name, _)| name.to_owned()),
+        );
+        append_unique(&mut self.answered_questions, answered);
+        append_unique(&mut self.pending_intents, later.pending_intents);
+        self.attributes.extend(later.attributes);
     }
 }
 
+/// Appends `later` to `list` and drops every repeat, keeping the first of
+/// each in order. One hash set over both lists: a bot may send 10,000
+/// answered questions within the context limit, and a search of the list
+/// per item made each approval quadratic in them.
+fn append_unique(list: &mut Vec<String>, later: Vec<String>) {
+    list.extend(later);
+    let first: Vec<bool> = {
+        let mut seen = HashSet::with_capacity(list.len());
+        list.iter().map(|item| seen.insert(item.as_str())).collect()
+    };
+    let mut first = first.into_iter();
+    list.retain(|_| first.next().unwrap_or(true));
+}
+
+/// Appends `item` unless `list` has it: for a handful of items (a contact's
+/// pending intents); a whole list goes through [`append_unique`].
 pub(crate) fn push_unique(list: &mut Vec<String>, item: String) {
     if !list.contains(&item) {
         list.push(item);
@@ -130,5 +144,30 @@ mod tests {
             ]
         );
         assert_eq!(packet.attributes.len(), 2);
+    }
+
+    #[test]
+    fn ten_thousand_distinct_questions_merge_once_each_in_order() {
+        let questions: Vec<String> = (0..10_000).map(|i| format!("q{i}")).collect();
+        let mut packet = ContextPacket {
+            answered_questions: vec!["q5".into(), "motivation".into()],
+            timeline: Some("3 months".into()),
+            ..Default::default()
+        };
+        let mut later = questions.clone();
+        later.push("q17".into()); // a repeat within the later packet
+        packet.merge(ContextPacket {
+            answered_questions: later,
+            ..Default::default()
+        });
+        let mut expected = vec!["q5".to_owned(), "motivation".to_owned()];
+        expected.extend(questions.into_iter().filter(|q| q != "q5"));
+        expected.push("timeline".into());
+        assert_eq!(packet.answered_questions, expected);
+        assert_eq!(packet.answered_questions.len(), 10_002);
+        // Merging the same packet again adds nothing.
+        let again = packet.clone();
+        packet.merge(again.clone());
+        assert_eq!(packet, again);
     }
 }

@@ -144,19 +144,12 @@ fn check_rate(
     input: &GateInput<'_>,
     checks: &mut Vec<GateCheck>,
 ) -> Option<Failure> {
+    let p = &config.policy;
     let windows = [
-        (
-            Duration::from_secs(3600),
-            config.policy.max_per_hour,
-            "hour",
-        ),
-        (
-            Duration::from_secs(24 * 3600),
-            config.policy.max_per_day,
-            "24 h",
-        ),
+        (p.rate_window_short, p.max_per_hour),
+        (p.rate_window_long, p.max_per_day),
     ];
-    for (window, max, name) in windows {
+    for (window, max) in windows {
         let since = input.now - ms(window);
         let mut recent = input.contact.handoffs_after(since);
         let Some(oldest) = recent.next() else {
@@ -165,7 +158,10 @@ fn check_rate(
         let count = 1 + recent.count() as u32;
         if count >= max {
             let retry = Duration::from_millis((oldest.at + ms(window) - input.now).max(1) as u64);
-            let why = format!("{count} handoffs in the last {name} (max {max})");
+            let why = format!(
+                "{count} handoffs in the last {} (max {max})",
+                window_name(window)
+            );
             return fail(checks, "rate", Decision::RateLimited, why, Some(retry));
         }
     }
@@ -175,6 +171,16 @@ fn check_rate(
         "within the hourly and daily limits".into(),
     ));
     None
+}
+
+/// "hour", "24 h", "90 min": how a rate window reads in a gate's detail.
+fn window_name(window: Duration) -> String {
+    match window.as_secs() {
+        3600 => "hour".to_owned(),
+        s if s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        _ => format!("{} s", window.as_secs_f64()),
+    }
 }
 
 fn check_health(
@@ -374,6 +380,35 @@ mod tests {
             ],
         );
         assert_eq!(decision(&gates(&c, "lead", "buyer")), None);
+    }
+
+    #[test]
+    fn the_rate_windows_are_configuration() {
+        let mut config = Config::default();
+        config.policy.rate_window_short = Duration::from_secs(2 * 3600);
+        let c = contact(
+            "lead",
+            &[
+                ("lead", "seller", 100),
+                ("lead", "buyer", 90),
+                ("lead", "seller", 80),
+            ],
+        );
+        // Outside the default hour, inside a two-hour window.
+        assert_eq!(decision(&gates(&c, "lead", "buyer")), None);
+        let f = gates_with(&config, &c, "lead", "buyer", None)
+            .failure
+            .unwrap();
+        assert_eq!(f.decision, Decision::RateLimited);
+        assert_eq!(f.reason, "3 handoffs in the last 2 h (max 3)");
+        assert_eq!(f.retry_after, Some(Duration::from_secs(20 * 60)));
+        config.policy.rate_window_short = Duration::from_secs(10 * 60);
+        config.policy.rate_window_long = Duration::from_secs(105 * 60);
+        config.policy.max_per_day = 3;
+        let f = gates_with(&config, &c, "lead", "buyer", None)
+            .failure
+            .unwrap();
+        assert_eq!(f.reason, "3 handoffs in the last 105 min (max 3)");
     }
 
     #[test]

@@ -41,8 +41,13 @@ impl HealthStatus {
     }
 }
 
-/// Judges a bot from its latest report. Reports over fewer than
-/// `min_samples` samples are not evidence either way.
+/// Judges a bot from its latest report at `now`, the router's clock.
+/// Reports over fewer than `min_samples` samples are not evidence either way.
+///
+/// Silence is measured from `received_at`, stamped by the router that took
+/// the report, never from `observed_at`: that is the probe's clock, on
+/// another machine, and any skew larger than `stale_after` would turn a
+/// healthy bot stale (or keep a silent one fresh).
 pub fn assess_health(
     report: Option<&HealthReport>,
     sla: Duration,
@@ -150,5 +155,37 @@ mod tests {
         assert!(matches!(status(Some(&r), 30_000), HealthStatus::Healthy(_)));
         assert!(matches!(status(Some(&r), 30_001), HealthStatus::Stale(_)));
         assert_eq!(status(None, 0), HealthStatus::Unknown);
+    }
+
+    /// The sender's clock is another machine's: a probe an hour behind (or
+    /// ahead) says nothing about how long the bot has been silent. Only
+    /// the router's receive time counts.
+    #[test]
+    fn staleness_ignores_the_senders_clock() {
+        const NOW: UnixMs = 1_700_000_000_000;
+        const HOUR: UnixMs = 3_600_000;
+        let stale_after = ms(HealthConfig::default().stale_after);
+        for skew in [-HOUR, -(stale_after + 1), stale_after + 1, HOUR] {
+            let fresh = HealthReport {
+                observed_at: NOW - 1_000 + skew,
+                ..report(100.0, 0.0, 100, NOW - 1_000)
+            };
+            assert_eq!(
+                status(Some(&fresh), NOW),
+                HealthStatus::Healthy("p95 100ms, error rate 0.0% over 100 samples".into()),
+                "sender's clock off by {skew}ms"
+            );
+            // Silent past stale_after by the router's clock: stale, even
+            // though the sender's clock makes the report look recent.
+            let silent = HealthReport {
+                observed_at: NOW + skew,
+                ..report(100.0, 0.0, 100, NOW - stale_after - 1)
+            };
+            assert_eq!(
+                status(Some(&silent), NOW),
+                HealthStatus::Stale("last report 30s ago (stale after 30s)".into()),
+                "sender's clock off by {skew}ms"
+            );
+        }
     }
 }

@@ -11,9 +11,11 @@ pub mod contact;
 pub mod context;
 pub mod decision;
 pub mod error;
+pub mod features;
 pub mod gates;
 pub mod health;
 pub mod learning;
+pub mod model;
 pub mod policy;
 pub mod text;
 
@@ -26,6 +28,7 @@ pub use error::ConfigError;
 pub use gates::{GateInput, GateResult, run_gates};
 pub use health::{HealthReport, HealthStatus, assess_health};
 pub use learning::{Outcome, OutcomeWindow};
+pub use model::{IntentModel, ModelError};
 pub use policy::{Assessment, Learned, Message, Next, NothingLearned, Policy, Signal};
 
 use std::time::Duration;

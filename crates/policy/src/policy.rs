@@ -3,10 +3,12 @@
 //! end in `STAY` right here, without touching storage.
 
 use crate::classifier::{BotIx, Classifier};
-use crate::config::Config;
+use crate::config::{BUILTIN_MODEL, Config, NO_MODEL};
 use crate::decision::GateCheck;
 use crate::error::ConfigError;
+use crate::features::Features;
 use crate::learning::learned_threshold;
+use crate::model::{IntentModel, NONE};
 
 /// A bot's own classifier signal, already validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,11 +64,33 @@ pub struct Assessment {
     pub checks: Vec<GateCheck>,
 }
 
+/// What a model class does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Role {
+    /// The `none` class, or a bot that is not a target here.
+    Nothing,
+    Bot(BotIx),
+    Escalate,
+}
+
+/// Where a bot's score came from; the pattern is spelled out only when a
+/// decision needs it, so the stay path allocates nothing for it.
+#[derive(Debug, Clone, Copy)]
+enum Why<'a> {
+    Nothing,
+    Phrase(&'a str),
+    Model(usize),
+    Signal(&'a str),
+}
+
 /// The compiled configuration: what the router decides with.
 #[derive(Debug)]
 pub struct Policy {
     config: Config,
     classifier: Classifier,
+    model: Option<IntentModel>,
+    /// What each model class means here, in the model's class order.
+    roles: Vec<Role>,
     /// Base threshold per route, `source * bots + target`.
     thresholds: Vec<f64>,
     /// Tie-break rank per bot: lower wins; bots not in `policy.priority` share the last rank.
@@ -74,7 +98,29 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Compiles `config` with the model it names: the built-in one, or none
+    /// when `classifier.model = "off"`. A model file is read by the caller
+    /// and given to [`Policy::with_model`].
     pub fn new(config: Config) -> Result<Self, ConfigError> {
+        let model = match config.classifier.model.as_str() {
+            NO_MODEL => None,
+            BUILTIN_MODEL => Some(IntentModel::builtin().map_err(|e| ConfigError::Invalid {
+                key: "classifier.model".into(),
+                problem: format!("built-in model: {e}"),
+            })?),
+            path => {
+                return Err(ConfigError::Invalid {
+                    key: "classifier.model".into(),
+                    problem: format!("'{path}' must be loaded by the caller (Policy::with_model)"),
+                });
+            }
+        };
+        Self::with_model(config, model)
+    }
+
+    /// Compiles `config` with `model`; every model class must be `none`, an
+    /// escalation class, or a configured bot.
+    pub fn with_model(config: Config, model: Option<IntentModel>) -> Result<Self, ConfigError> {
         config.validate()?;
         let n = config.bots.len();
         let mut thresholds = vec![config.policy.threshold; n * n];
@@ -96,8 +142,31 @@ impl Policy {
                     .unwrap_or(usize::MAX)
             })
             .collect();
+        let mut roles = Vec::new();
+        if let Some(m) = &model {
+            for c in m.classes() {
+                roles.push(if c.name == NONE {
+                    Role::Nothing
+                } else if config.classifier.escalate.contains(&c.name) {
+                    Role::Escalate
+                } else if let Some(b) = ix(&c.name) {
+                    Role::Bot(b)
+                } else {
+                    return Err(ConfigError::Invalid {
+                        key: "classifier.model".into(),
+                        problem: format!(
+                            "the model's intent '{}' is neither a configured bot, '{NONE}', \
+                             nor in classifier.escalate",
+                            c.name
+                        ),
+                    });
+                });
+            }
+        }
         Ok(Self {
             classifier: Classifier::new(&config),
+            model,
+            roles,
             config,
             thresholds,
             rank,
@@ -106,6 +175,10 @@ impl Policy {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn model(&self) -> Option<&IntentModel> {
+        self.model.as_ref()
     }
 
     pub fn bot_ix(&self, id: &str) -> Option<BotIx> {
@@ -133,13 +206,55 @@ impl Policy {
         learned_threshold(base, adjustment, &self.config.learning)
     }
 
+    /// The lowest threshold learning could give a route: below it a score
+    /// stays whatever was learned, so its pattern need not be spelled out.
+    fn threshold_floor(&self, source: BotIx, target: BotIx) -> f64 {
+        self.base_threshold(source, target)
+            .min(self.config.learning.min_threshold)
+    }
+
     /// Steps 2–5: scores the message and its signals, picks the target,
     /// checks the human triggers and the threshold.
     pub fn assess(&self, message: &Message<'_>, learned: &impl Learned) -> Assessment {
         let tokens = self.classifier.tokenize(message.text);
         let found = self.classifier.classify(&tokens);
-        let mut scores: Vec<(f64, &str)> =
-            found.scores.iter().map(|s| (s.score, s.pattern)).collect();
+        let mut scores: Vec<(f64, Why<'_>)> = found
+            .scores
+            .iter()
+            .map(|s| {
+                if s.score > 0.0 {
+                    (s.score, Why::Phrase(s.pattern))
+                } else {
+                    (0.0, Why::Nothing)
+                }
+            })
+            .collect();
+        let mut escalation: Option<String> = found.human.map(str::to_owned);
+        let features = self
+            .model
+            .as_ref()
+            .map(|m| m.featurizer().features(message.text));
+        if let (Some(model), Some(features)) = (&self.model, &features) {
+            let probs = model.predict(features);
+            let mut strongest_escalation: Option<(f64, usize)> = None;
+            for (k, (&p, role)) in probs.iter().zip(&self.roles).enumerate() {
+                match *role {
+                    Role::Bot(b) if p > scores[b].0 => scores[b] = (p, Why::Model(k)),
+                    Role::Escalate
+                        if p >= self.config.classifier.escalate_at
+                            && strongest_escalation.is_none_or(|(q, _)| p > q) =>
+                    {
+                        strongest_escalation = Some((p, k));
+                    }
+                    _ => {}
+                }
+            }
+            if escalation.is_none()
+                && let Some((_, k)) = strongest_escalation
+            {
+                escalation = Some(self.model_pattern(k, Some(features)));
+            }
+        }
         // The strongest signal per target wins, whether the bot's or ours.
         for s in message.signals {
             if s.confidence > scores[s.target].0 {
@@ -148,13 +263,17 @@ impl Policy {
                 } else {
                     s.pattern.as_str()
                 };
-                scores[s.target] = (s.confidence, pattern);
+                scores[s.target] = (s.confidence, Why::Signal(pattern));
             }
         }
+        let pattern_of = |why: Why<'_>| match why {
+            Why::Nothing => String::new(),
+            Why::Phrase(p) | Why::Signal(p) => p.to_owned(),
+            Why::Model(k) => self.model_pattern(k, features.as_ref()),
+        };
         let mut checks = Vec::with_capacity(3);
-        let pick = self.pick(message.source, &scores);
 
-        if let Some(trigger) = found.human {
+        if let Some(trigger) = escalation {
             let reason = format!("human trigger '{trigger}'");
             checks.push(GateCheck::new("human", false, reason.clone()));
             return Assessment {
@@ -162,14 +281,14 @@ impl Policy {
                 target: None,
                 confidence: 1.0,
                 threshold: 0.0,
-                pattern: trigger.to_owned(),
+                pattern: trigger,
                 pending: Vec::new(),
                 reason,
                 checks,
             };
         }
 
-        let target = match pick {
+        let target = match self.pick(message.source, &scores) {
             Pick::None => return self.stay(checks, None, 0.0, 0.0, "", "no handoff intent".into()),
             Pick::Tie(a, b) => {
                 let reason = format!(
@@ -182,20 +301,37 @@ impl Policy {
             }
             Pick::Target(t) => t,
         };
-        let (confidence, pattern) = scores[target];
+        let (confidence, why) = scores[target];
+        if confidence < self.threshold_floor(message.source, target) {
+            let threshold = self.base_threshold(message.source, target);
+            let reason = format!(
+                "'{}' {confidence:.2} below threshold {threshold:.2}",
+                self.bot_id(target)
+            );
+            checks.push(GateCheck::new("threshold", false, reason.clone()));
+            return self.stay(checks, Some(target), confidence, threshold, "", reason);
+        }
+        let pattern = pattern_of(why);
         checks.push(GateCheck::new(
             "intent",
             true,
             format!("'{}' {confidence:.2} via '{pattern}'", self.bot_id(target)),
         ));
-        let threshold = self.threshold(message.source, target, pattern, learned);
+        let threshold = self.threshold(message.source, target, &pattern, learned);
         if confidence < threshold {
             let reason = format!(
                 "'{}' {confidence:.2} below threshold {threshold:.2}",
                 self.bot_id(target)
             );
             checks.push(GateCheck::new("threshold", false, reason.clone()));
-            return self.stay(checks, Some(target), confidence, threshold, pattern, reason);
+            return self.stay(
+                checks,
+                Some(target),
+                confidence,
+                threshold,
+                &pattern,
+                reason,
+            );
         }
         checks.push(GateCheck::new(
             "threshold",
@@ -205,11 +341,12 @@ impl Policy {
         let pending = scores
             .iter()
             .enumerate()
-            .filter(|&(b, &(score, p))| {
+            .filter(|&(b, &(score, why))| {
                 b != target
                     && b != message.source
                     && score > 0.0
-                    && score >= self.threshold(message.source, b, p, learned)
+                    && score >= self.threshold_floor(message.source, b)
+                    && score >= self.threshold(message.source, b, &pattern_of(why), learned)
             })
             .map(|(b, _)| self.bot_id(b).to_owned())
             .collect();
@@ -218,13 +355,26 @@ impl Policy {
             target: Some(target),
             confidence,
             threshold,
-            pattern: pattern.to_owned(),
-            pending,
             reason: format!(
                 "'{}' {confidence:.2} >= threshold {threshold:.2}",
                 self.bot_id(target)
             ),
+            pattern,
+            pending,
             checks,
+        }
+    }
+
+    /// A model decision's pattern: `model/<intent>/<strongest word>`, so
+    /// learning keeps thresholds per cause (SPEC §2.9).
+    fn model_pattern(&self, class: usize, features: Option<&Features>) -> String {
+        let Some(model) = &self.model else {
+            return String::new();
+        };
+        let name = &model.classes()[class].name;
+        match features.and_then(|f| model.strongest(f, class)) {
+            Some(word) => format!("model/{name}/{word}"),
+            None => format!("model/{name}"),
         }
     }
 
@@ -249,38 +399,31 @@ impl Policy {
         }
     }
 
-    /// Highest score, never the source; equal scores go to the better
-    /// configured priority, and equal priority is a tie.
-    fn pick(&self, source: BotIx, scores: &[(f64, &str)]) -> Pick {
-        let mut best: Option<BotIx> = None;
-        let mut tie: Option<BotIx> = None;
-        for (b, &(score, _)) in scores.iter().enumerate() {
-            if b == source || score <= 0.0 {
-                continue;
-            }
-            let Some(cur) = best else {
-                best = Some(b);
-                continue;
-            };
-            let (cs, bs) = (scores[cur].0, score);
-            if bs > cs + f64::EPSILON {
-                best = Some(b);
-                tie = None;
-            } else if (bs - cs).abs() <= f64::EPSILON {
-                match self.rank[b].cmp(&self.rank[cur]) {
-                    std::cmp::Ordering::Less => {
-                        best = Some(b);
-                        tie = None;
-                    }
-                    std::cmp::Ordering::Equal => tie = Some(b),
-                    std::cmp::Ordering::Greater => {}
-                }
-            }
-        }
-        match (best, tie) {
-            (None, _) => Pick::None,
-            (Some(a), Some(b)) => Pick::Tie(a, b),
-            (Some(a), None) => Pick::Target(a),
+    /// Highest score, never the source. Scores within `classifier.tie_margin`
+    /// of the highest go to the better configured priority; among equal
+    /// priority the higher score wins, and an equal score is a tie.
+    fn pick(&self, source: BotIx, scores: &[(f64, Why<'_>)]) -> Pick {
+        let eligible = |b: usize| b != source && scores[b].0 > 0.0;
+        let Some(top) = (0..scores.len())
+            .filter(|&b| eligible(b))
+            .map(|b| scores[b].0)
+            .max_by(f64::total_cmp)
+        else {
+            return Pick::None;
+        };
+        let margin = self.config.classifier.tie_margin + f64::EPSILON;
+        let near: Vec<BotIx> = (0..scores.len())
+            .filter(|&b| eligible(b) && scores[b].0 >= top - margin)
+            .collect();
+        let Some(rank) = near.iter().map(|&b| self.rank[b]).min() else {
+            return Pick::None;
+        };
+        let mut best: Vec<BotIx> = near.into_iter().filter(|&b| self.rank[b] == rank).collect();
+        best.sort_by(|&a, &b| scores[b].0.total_cmp(&scores[a].0));
+        match best[..] {
+            [a, b, ..] if scores[a].0 - scores[b].0 <= f64::EPSILON => Pick::Tie(a, b),
+            [a, ..] => Pick::Target(a),
+            [] => Pick::None,
         }
     }
 }
@@ -327,35 +470,114 @@ mod tests {
     #[test]
     fn intent_table() {
         let p = policy();
-        let cases: [(&str, Next, Option<BotIx>); 6] = [
+        let cases: [(&str, Next, Option<BotIx>); 12] = [
             ("I want to sell my house", Next::Handoff, Some(SELLER)),
+            ("quiero vender mi casa", Next::Handoff, Some(SELLER)),
             (
                 "I need to sell my house, what\u{2019}s my home worth?",
                 Next::Handoff,
                 Some(SELLER),
             ),
-            (
-                "I'm not looking to buy, just curious about FHA",
-                Next::Stay,
-                Some(BUYER),
-            ),
+            ("we want to buy a home", Next::Handoff, Some(BUYER)),
+            ("queremos comprar una casa", Next::Handoff, Some(BUYER)),
             (
                 "I want to sell my house and buy a new one",
                 Next::Handoff,
                 Some(SELLER),
             ),
+            (
+                "Quiero vender mi casa y comprar una más pequeña",
+                Next::Handoff,
+                Some(SELLER),
+            ),
             ("can I talk to a real person", Next::Escalate, None),
+            ("quiero hablar con una persona real", Next::Escalate, None),
             ("I'm facing foreclosure", Next::Escalate, None),
+            (
+                "me van a embargar la casa, necesito un abogado",
+                Next::Escalate,
+                None,
+            ),
+            ("hi, thanks for getting back to me", Next::Stay, None),
         ];
         for (text, next, target) in cases {
             let a = assess(&p, LEAD, text, &[]);
-            assert_eq!((a.next, a.target), (next, target), "{text}: {a:?}");
+            assert_eq!(a.next, next, "{text}: {a:?}");
+            if next != Next::Stay {
+                assert_eq!(a.target, target, "{text}: {a:?}");
+            }
         }
-        let both = assess(&p, LEAD, "I want to sell my house and buy a new one", &[]);
-        assert_eq!(both.pending, vec!["buyer".to_owned()]);
+        for both in [
+            "I want to sell my house and buy a new one",
+            "Quiero vender mi casa y comprar una más pequeña",
+        ] {
+            assert_eq!(
+                assess(&p, LEAD, both, &[]).pending,
+                vec!["buyer".to_owned()],
+                "{both}"
+            );
+        }
         let sell = assess(&p, LEAD, "I want to sell my house", &[]);
         assert!(sell.confidence >= 0.7);
         assert!(sell.pending.is_empty());
+    }
+
+    #[test]
+    fn negated_intents_stay() {
+        let p = policy();
+        for text in [
+            "I'm not looking to buy, just curious about FHA",
+            "not looking to buy, just curious",
+            "I'm not looking to sell",
+            "we don't want to sell our house",
+            "no quiero vender",
+            "no quiero vender mi casa",
+            "no estamos buscando comprar",
+            "nunca vendería mi casa",
+        ] {
+            let a = assess(&p, LEAD, text, &[]);
+            assert_eq!(a.next, Next::Stay, "{text}: {a:?}");
+        }
+    }
+
+    #[test]
+    fn a_model_decision_names_its_intent_and_strongest_word() {
+        let p = policy();
+        let a = assess(&p, LEAD, "I want to sell my house", &[]);
+        assert!(a.pattern.starts_with("model/seller/"), "{}", a.pattern);
+
+        // Learning keys on that pattern: a lowered threshold for it applies.
+        struct Lowered(String);
+        impl Learned for Lowered {
+            fn adjustment(&self, _: BotIx, _: BotIx, pattern: &str) -> f64 {
+                if pattern == self.0 { -0.2 } else { 0.0 }
+            }
+        }
+        let m = Message {
+            source: LEAD,
+            text: "I want to sell my house",
+            signals: &[],
+        };
+        let lowered = p.assess(&m, &Lowered(a.pattern.clone()));
+        assert_eq!(lowered.threshold, 0.5);
+        assert_eq!(p.assess(&m, &NothingLearned).threshold, 0.7);
+    }
+
+    #[test]
+    fn a_model_must_fit_the_configured_bots() {
+        let mut config = Config::default();
+        config.bots.retain(|b| b.id != "buyer");
+        config.policy.priority.retain(|b| b != "buyer");
+        let err = Policy::new(config).unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::Invalid {
+                key: "classifier.model".into(),
+                problem: "the model's intent 'buyer' is neither a configured bot, 'none', \
+                          nor in classifier.escalate"
+                    .into()
+            }
+        );
     }
 
     #[test]
@@ -374,11 +596,19 @@ mod tests {
     fn never_the_source_and_the_strongest_signal_wins() {
         let p = policy();
         let a = assess(&p, SELLER, "I want to sell my house", &[]);
-        assert_eq!((a.next, a.target), (Next::Stay, None));
-        let a = assess(&p, LEAD, "I want to sell my house", &[signal(BUYER, 0.99)]);
+        assert_eq!(a.next, Next::Stay);
+        assert_ne!(a.target, Some(SELLER));
+        let a = assess(&p, LEAD, "hello", &[signal(BUYER, 0.99)]);
         assert_eq!(
             (a.target, a.confidence, a.pattern.as_str()),
             (Some(BUYER), 0.99, "model")
+        );
+        // The built-in model's own confidence is stronger than a weak signal.
+        let a = assess(&p, LEAD, "we want to buy a home", &[signal(BUYER, 0.5)]);
+        assert_eq!(a.target, Some(BUYER));
+        assert!(
+            a.confidence > 0.5 && a.pattern.starts_with("model/buyer/"),
+            "{a:?}"
         );
     }
 
@@ -457,6 +687,10 @@ mod tests {
             }],
             policy: crate::config::PolicyConfig {
                 priority: vec![],
+                ..Default::default()
+            },
+            classifier: crate::config::ClassifierConfig {
+                model: crate::config::NO_MODEL.into(),
                 ..Default::default()
             },
             ..Default::default()

@@ -15,6 +15,7 @@ pub mod convert;
 pub mod engine;
 pub mod error;
 pub mod handoff;
+pub mod model;
 pub mod server;
 pub(crate) mod stream;
 pub mod telemetry;

@@ -1,0 +1,472 @@
+//! What the intent model reads of a message (SPEC §2.2): the normalised
+//! words of [`crate::text`], folded (accents dropped, long numbers made one
+//! shape), stemmed per language with Snowball, marked when a negation
+//! governs them, then hashed into word unigrams, word bigrams and character
+//! n-grams of the unstemmed word.
+//!
+//! Training and serving call the same [`Featurizer`], configured from the
+//! model file, so a model always sees features made the way it was trained.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use rust_stemmers::{Algorithm, Stemmer};
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
+
+use crate::text::tokenize;
+
+/// How a message is turned into features; stored in the model file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureSpec {
+    /// Features hash into `2^bits` buckets.
+    pub bits: u8,
+    /// Character n-grams of each word, from `char_min` to `char_max` chars.
+    pub char_min: u8,
+    pub char_max: u8,
+    /// Words read per message; longer messages are judged by their start
+    /// (an 8 KiB message must still decide in microseconds).
+    pub max_words: u32,
+    /// A negation governs this many words after it, within its clause.
+    pub negation_window: u8,
+    /// Words that negate what follows them ("not", "no", "nunca").
+    pub negations: Vec<String>,
+    /// Words that end a clause, like punctuation ("but", "pero").
+    pub clause_breaks: Vec<String>,
+}
+
+impl Default for FeatureSpec {
+    fn default() -> Self {
+        let words = |w: &[&str]| w.iter().map(|s| (*s).to_owned()).collect();
+        Self {
+            bits: 18,
+            char_min: 3,
+            char_max: 4,
+            max_words: 160,
+            negation_window: 6,
+            negations: words(&[
+                "not", "no", "never", "dont", "don't", "doesn't", "doesnt", "didn't", "didnt",
+                "isn't", "isnt", "aren't", "arent", "won't", "wont", "wouldn't", "wouldnt",
+                "can't", "cant", "cannot", "nor", "neither", "nah", "nope", "nunca", "jamas", "ni",
+                "tampoco", "nadie", "ningun", "ninguna",
+            ]),
+            clause_breaks: words(&[
+                "but", "however", "although", "though", "just", "pero", "sino", "aunque", "solo",
+            ]),
+        }
+    }
+}
+
+/// The language a message is stemmed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    En,
+    Es,
+}
+
+/// Function words that tell English from Spanish; after folding.
+const ES_WORDS: &[&str] = &[
+    "de",
+    "la",
+    "que",
+    "el",
+    "en",
+    "y",
+    "los",
+    "las",
+    "mi",
+    "mis",
+    "para",
+    "con",
+    "una",
+    "un",
+    "por",
+    "es",
+    "quiero",
+    "queremos",
+    "casa",
+    "vender",
+    "comprar",
+    "del",
+    "al",
+    "lo",
+    "se",
+    "me",
+    "como",
+    "pero",
+    "esta",
+    "estoy",
+    "estamos",
+    "tengo",
+    "hola",
+    "si",
+    "mas",
+    "muy",
+    "nuestra",
+    "nuestro",
+    "cuanto",
+    "vale",
+    "busco",
+    "buscamos",
+    "gracias",
+    "porque",
+    "xq",
+    "q",
+    "tambien",
+    "ya",
+    "donde",
+    "hay",
+    "su",
+    "necesito",
+    "ayuda",
+    "favor",
+    "hablar",
+    "depa",
+    "kiero",
+    "pq",
+    "tb",
+    "vendo",
+    "compro",
+    "busco",
+    "hipoteca",
+    "departamento",
+    "terreno",
+    "usted",
+    "ustedes",
+];
+const EN_WORDS: &[&str] = &[
+    "the", "to", "i", "my", "and", "is", "want", "house", "for", "we", "of", "in", "it", "you",
+    "a", "our", "home", "sell", "buy", "looking", "what", "how", "can", "this", "that", "with",
+    "are", "be", "have", "just", "me", "on", "im", "i'm", "need", "hi", "hello", "thanks", "would",
+    "like", "get", "do", "u", "wanna", "pls", "place", "will", "your", "about",
+];
+
+/// A message as features: bucket ids (repeats count), the value each carries,
+/// and where the plain word unigrams are, to name the strongest one.
+#[derive(Debug, Default, Clone)]
+pub struct Features {
+    pub buckets: Vec<u32>,
+    /// `1 / sqrt(buckets.len())`: every message's vector has unit-ish length.
+    pub value: f32,
+    /// (bucket, stem) of each un-negated word unigram.
+    pub words: Vec<(u32, String)>,
+    pub lang: Option<Lang>,
+}
+
+/// Makes [`Features`] from text; built once from a [`FeatureSpec`].
+pub struct Featurizer {
+    spec: FeatureSpec,
+    negations: HashSet<String>,
+    es_words: HashSet<&'static str>,
+    en_words: HashSet<&'static str>,
+    en: Stemmer,
+    es: Stemmer,
+    mask: u64,
+}
+
+impl std::fmt::Debug for Featurizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Featurizer")
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+// Feature kinds, mixed into the hash so a word and a char n-gram never share a key.
+const WORD: u8 = 1;
+const BIGRAM: u8 = 2;
+const CHARS: u8 = 3;
+
+impl Featurizer {
+    pub fn new(spec: FeatureSpec) -> Self {
+        let negations = spec
+            .negations
+            .iter()
+            .map(|w| fold(w).into_owned())
+            .collect();
+        Self {
+            mask: (1u64 << spec.bits) - 1,
+            spec,
+            negations,
+            es_words: ES_WORDS.iter().copied().collect(),
+            en_words: EN_WORDS.iter().copied().collect(),
+            en: Stemmer::create(Algorithm::English),
+            es: Stemmer::create(Algorithm::Spanish),
+        }
+    }
+
+    pub fn spec(&self) -> &FeatureSpec {
+        &self.spec
+    }
+
+    /// Normalises and splits into clauses; accents stay until after stemming
+    /// (Snowball reads "vendí" better than "vendi").
+    pub fn words(&self, message: &str) -> Vec<(String, u32)> {
+        let tokens = tokenize(message, &self.spec.clause_breaks);
+        let n = tokens.len().min(self.spec.max_words as usize);
+        (0..n)
+            .map(|i| (shape(tokens.word(i)), tokens.clause(i)))
+            .collect()
+    }
+
+    /// Guesses English or Spanish from function words, and from the marks
+    /// only Spanish uses (ñ, ¿, ¡, accents) in `message`; English on a draw.
+    pub fn language(&self, message: &str, words: &[(String, u32)]) -> Lang {
+        let (mut es, mut en) = (0, 0);
+        for (w, _) in words {
+            let w = fold(w);
+            es += usize::from(self.es_words.contains(w.as_ref()));
+            en += usize::from(self.en_words.contains(w.as_ref()));
+        }
+        if !message.is_ascii() && message.chars().any(|c| "ñÑ¿¡áéíóúÁÉÍÓÚ".contains(c))
+        {
+            es += 2;
+        }
+        if es > en { Lang::Es } else { Lang::En }
+    }
+
+    /// The folded stem of `word`.
+    pub fn stem<'a>(&self, lang: Lang, word: &'a str) -> Cow<'a, str> {
+        // Short words are their own stems; Snowball costs more than it gives there.
+        if word.len() <= 3 {
+            return fold(word);
+        }
+        let stem = match lang {
+            Lang::En => self.en.stem(word),
+            Lang::Es => self.es.stem(word),
+        };
+        match stem {
+            Cow::Borrowed(b) => fold(b),
+            Cow::Owned(o) => Cow::Owned(fold(&o).into_owned()),
+        }
+    }
+
+    /// Which words a negation governs: the `negation_window` words after a
+    /// negation word, within its clause. The negation word itself is not.
+    pub fn negated(&self, words: &[(String, u32)]) -> Vec<bool> {
+        let mut out = vec![false; words.len()];
+        let window = usize::from(self.spec.negation_window);
+        for (i, (w, clause)) in words.iter().enumerate() {
+            if !self.negations.contains(fold(w).as_ref()) {
+                continue;
+            }
+            for j in i + 1..(i + 1 + window).min(words.len()) {
+                if words[j].1 != *clause {
+                    break;
+                }
+                out[j] = true;
+            }
+        }
+        out
+    }
+
+    /// Every feature of `message`.
+    pub fn features(&self, message: &str) -> Features {
+        let words = self.words(message);
+        let lang = self.language(message, &words);
+        let negated = self.negated(&words);
+        let mut f = Features {
+            buckets: Vec::with_capacity(words.len() * 12),
+            words: Vec::with_capacity(words.len()),
+            lang: Some(lang),
+            value: 0.0,
+        };
+        let mut prev: Option<(Cow<'_, str>, u32)> = None;
+        for (i, (word, clause)) in words.iter().enumerate() {
+            let neg = negated[i];
+            let stem = self.stem(lang, word);
+            let b = self.bucket(WORD, neg, &[stem.as_bytes()]);
+            f.buckets.push(b);
+            if !neg {
+                f.words.push((b, stem.clone().into_owned()));
+            }
+            if let Some((p, pc)) = &prev
+                && pc == clause
+            {
+                f.buckets
+                    .push(self.bucket(BIGRAM, neg, &[p.as_bytes(), b" ", stem.as_bytes()]));
+            }
+            self.char_grams(&fold(word), neg, &mut f.buckets);
+            prev = Some((stem, *clause));
+        }
+        f.value = if f.buckets.is_empty() {
+            0.0
+        } else {
+            (f.buckets.len() as f32).sqrt().recip()
+        };
+        f
+    }
+
+    fn char_grams(&self, word: &str, neg: bool, out: &mut Vec<u32>) {
+        let (lo, hi) = (
+            usize::from(self.spec.char_min),
+            usize::from(self.spec.char_max),
+        );
+        if lo == 0 {
+            return;
+        }
+        let mut padded = String::with_capacity(word.len() + 2);
+        padded.push('<');
+        padded.push_str(word);
+        padded.push('>');
+        let bounds: Vec<usize> = padded
+            .char_indices()
+            .map(|(i, _)| i)
+            .chain(std::iter::once(padded.len()))
+            .collect();
+        let chars = bounds.len() - 1;
+        for n in lo..=hi.min(chars) {
+            for s in 0..=chars - n {
+                let gram = &padded.as_bytes()[bounds[s]..bounds[s + n]];
+                out.push(self.bucket(CHARS, neg, &[gram]));
+            }
+        }
+    }
+
+    /// FNV-1a over the kind, the negation mark and the parts, folded to `bits`.
+    fn bucket(&self, kind: u8, neg: bool, parts: &[&[u8]]) -> u32 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |b: u8| {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        };
+        eat(kind);
+        eat(u8::from(neg));
+        for part in parts {
+            for &b in *part {
+                eat(b);
+            }
+        }
+        ((h ^ (h >> 29)) & self.mask) as u32
+    }
+}
+
+/// Drops accents (folded Spanish is how many people type it anyway).
+fn fold(word: &str) -> Cow<'_, str> {
+    if word.is_ascii() {
+        return Cow::Borrowed(word);
+    }
+    Cow::Owned(word.nfd().filter(|c| !is_combining_mark(*c)).collect())
+}
+
+/// Numbers of three digits or more (prices, years, zip codes) are one shape;
+/// short ones stay, since "2" and "4" are words in texting.
+fn shape(word: &str) -> String {
+    if word.len() >= 3 && word.bytes().all(|b| b.is_ascii_digit()) {
+        "#num".to_owned()
+    } else {
+        word.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f() -> Featurizer {
+        Featurizer::new(FeatureSpec::default())
+    }
+
+    fn stems(message: &str) -> Vec<String> {
+        let f = f();
+        let words = f.words(message);
+        let lang = f.language(message, &words);
+        words
+            .iter()
+            .map(|(w, _)| f.stem(lang, w).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn english_words_are_stemmed_in_english() {
+        assert_eq!(
+            stems("We’re LISTING, sold, purchasing"),
+            vec!["we'r", "list", "sold", "purchas"]
+        );
+    }
+
+    #[test]
+    fn spanish_words_are_folded_and_stemmed_in_spanish() {
+        let f = f();
+        let text = "Quiero vender mi casa y comprar una más pequeña";
+        assert_eq!(f.language(text, &f.words(text)), Lang::Es);
+        assert_eq!(
+            f.language("I want to sell", &f.words("I want to sell")),
+            Lang::En
+        );
+        assert_eq!(
+            stems("Quiero vender mi casa y comprar una más pequeña"),
+            vec![
+                "quier", "vend", "mi", "cas", "y", "compr", "una", "mas", "pequen"
+            ]
+        );
+        // Short messages: the accent tells.
+        assert_eq!(stems("vendiendo, vendí"), vec!["vend", "vend"]);
+        assert_eq!(stems("vendo casa"), vec!["vend", "cas"]);
+    }
+
+    #[test]
+    fn full_width_and_numbers_are_normalised() {
+        let f = f();
+        let words: Vec<String> = f
+            .words("ＳＥＬＬ for 350000 in 2 wks")
+            .into_iter()
+            .map(|(w, _)| w)
+            .collect();
+        assert_eq!(words, vec!["sell", "for", "#num", "in", "2", "wks"]);
+    }
+
+    fn negated(message: &str) -> Vec<(String, bool)> {
+        let f = f();
+        let words = f.words(message);
+        let neg = f.negated(&words);
+        words.into_iter().map(|(w, _)| w).zip(neg).collect()
+    }
+
+    #[test]
+    fn negation_reaches_to_the_end_of_its_clause_only() {
+        let got = negated("not looking to buy, just curious");
+        let marked: Vec<&str> = got
+            .iter()
+            .filter(|(_, n)| *n)
+            .map(|(w, _)| w.as_str())
+            .collect();
+        assert_eq!(marked, vec!["looking", "to", "buy"]);
+
+        let got = negated("no quiero vender pero quiero comprar");
+        let marked: Vec<&str> = got
+            .iter()
+            .filter(|(_, n)| *n)
+            .map(|(w, _)| w.as_str())
+            .collect();
+        assert_eq!(marked, vec!["quiero", "vender"]);
+    }
+
+    #[test]
+    fn negated_words_hash_apart_from_plain_ones() {
+        let f = f();
+        let plain = f.features("sell");
+        let negated = f.features("not sell");
+        // "sell" under "not" shares no feature with a plain "sell".
+        assert!(plain.buckets.iter().all(|b| !negated.buckets.contains(b)));
+        assert_eq!(plain.words, vec![(plain.buckets[0], "sell".to_owned())]);
+        assert!(negated.words.iter().all(|(_, w)| w != "sell"));
+    }
+
+    #[test]
+    fn long_messages_are_read_up_to_max_words() {
+        let f = f();
+        let long = "word ".repeat(5000);
+        assert_eq!(f.words(&long).len(), 160);
+        assert!(f.features(&long).buckets.len() < 160 * 16);
+    }
+
+    #[test]
+    fn features_are_deterministic() {
+        let f = f();
+        let a = f.features("I wanna sell my condo b4 summer 🏠");
+        let b = f.features("I wanna sell my condo b4 summer 🏠");
+        assert_eq!(a.buckets, b.buckets);
+        assert!(a.buckets.iter().all(|&b| b < 1 << 18));
+    }
+}

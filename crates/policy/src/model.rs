@@ -1,0 +1,453 @@
+//! The trained intent model (SPEC §2.2): one-vs-rest logistic regression
+//! over hashed features ([`crate::features`]), one calibrated probability per
+//! intent. Inference is a sparse dot product: a message touches only the
+//! weights of its own features.
+//!
+//! The file format is little-endian binary, checked whole before use:
+//!
+//! ```text
+//! "BATONIM" 0x01                      magic and version
+//! u8 bits, u8 char_min, u8 char_max, u8 negation_window, u32 max_words
+//! strings negations, strings clause_breaks   (u16 count, then u16 len + UTF-8 each)
+//! u16 classes; per class: u16 len + UTF-8 name, f32 bias, f32 scale, f32 offset
+//! u32 entries; per entry: u32 bucket, f32 weight per class (buckets ascending)
+//! u64 digest of the training data
+//! u32 FNV-1a checksum of every byte before it
+//! ```
+//!
+//! The probability of class k is σ(scale_k · (bias_k + v · Σ w_k[b]) + offset_k),
+//! where `scale` and `offset` come from Platt calibration on held-out folds.
+
+use crate::features::{FeatureSpec, Features, Featurizer};
+
+const MAGIC: &[u8; 8] = b"BATONIM\x01";
+
+/// The label of messages that warrant no handoff.
+pub const NONE: &str = "none";
+
+/// Why a model file was refused.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ModelError {
+    #[error("not a baton intent model (bad magic bytes)")]
+    Magic,
+    #[error("model file ends early at byte {0}")]
+    Truncated(usize),
+    #[error("model checksum mismatch: the file is damaged")]
+    Checksum,
+    #[error("model is invalid: {0}")]
+    Invalid(String),
+}
+
+/// One intent the model scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Class {
+    pub name: String,
+    pub bias: f32,
+    /// Platt calibration: `p = σ(scale · z + offset)`.
+    pub scale: f32,
+    pub offset: f32,
+}
+
+/// A loaded, validated model.
+#[derive(Debug)]
+pub struct IntentModel {
+    featurizer: Featurizer,
+    classes: Vec<Class>,
+    /// Dense weights, `bucket * classes + class`.
+    weights: Vec<f32>,
+    entries: usize,
+    digest: u64,
+}
+
+/// The model built into the binary, trained on `data/intents/train.jsonl`.
+pub const DEFAULT_MODEL: &[u8] = include_bytes!("../model/default.bim");
+
+impl IntentModel {
+    /// Builds a model from trained parts. `weights[b]` holds one weight per
+    /// class for bucket `b`; buckets absent from the map weigh nothing.
+    pub fn new(
+        spec: FeatureSpec,
+        classes: Vec<Class>,
+        entries: Vec<(u32, Vec<f32>)>,
+        digest: u64,
+    ) -> Result<Self, ModelError> {
+        if spec.bits < 8 || spec.bits > 24 {
+            return invalid(format!("feature bits {} outside 8..=24", spec.bits));
+        }
+        if spec.char_min > spec.char_max || spec.char_max > 8 {
+            return invalid(format!(
+                "char n-gram range {}..={} is not within 0..=8",
+                spec.char_min, spec.char_max
+            ));
+        }
+        if spec.max_words == 0 {
+            return invalid("max_words is 0".into());
+        }
+        if classes.is_empty() || classes.len() > 256 {
+            return invalid(format!("{} classes (1..=256 allowed)", classes.len()));
+        }
+        for (i, c) in classes.iter().enumerate() {
+            if c.name.is_empty() {
+                return invalid(format!("class {i} has an empty name"));
+            }
+            if classes[..i].iter().any(|o| o.name == c.name) {
+                return invalid(format!("class '{}' appears twice", c.name));
+            }
+            if ![c.bias, c.scale, c.offset].iter().all(|v| v.is_finite()) {
+                return invalid(format!("class '{}' has a non-finite parameter", c.name));
+            }
+        }
+        let k = classes.len();
+        let size = 1usize << spec.bits;
+        let mut weights = vec![0.0f32; size * k];
+        let mut last: Option<u32> = None;
+        for (bucket, w) in &entries {
+            if (*bucket as usize) >= size {
+                return invalid(format!("bucket {bucket} outside 2^{}", spec.bits));
+            }
+            if last.is_some_and(|l| l >= *bucket) {
+                return invalid(format!("bucket {bucket} out of order or repeated"));
+            }
+            last = Some(*bucket);
+            if w.len() != k || !w.iter().all(|v| v.is_finite()) {
+                return invalid(format!("bucket {bucket} has bad weights"));
+            }
+            let at = *bucket as usize * k;
+            weights[at..at + k].copy_from_slice(w);
+        }
+        Ok(Self {
+            featurizer: Featurizer::new(spec),
+            classes,
+            weights,
+            entries: entries.len(),
+            digest,
+        })
+    }
+
+    /// The model that ships in the binary.
+    pub fn builtin() -> Result<Self, ModelError> {
+        Self::from_bytes(DEFAULT_MODEL)
+    }
+
+    pub fn classes(&self) -> &[Class] {
+        &self.classes
+    }
+
+    pub fn class_ix(&self, name: &str) -> Option<usize> {
+        self.classes.iter().position(|c| c.name == name)
+    }
+
+    pub fn featurizer(&self) -> &Featurizer {
+        &self.featurizer
+    }
+
+    /// Digest of the training data this model was made from.
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
+    /// Buckets with a non-zero weight.
+    pub fn entries(&self) -> usize {
+        self.entries
+    }
+
+    /// The calibrated probability of every class, in class order.
+    pub fn predict(&self, features: &Features) -> Vec<f64> {
+        let k = self.classes.len();
+        let mut z = vec![0.0f32; k];
+        for &b in &features.buckets {
+            let at = b as usize * k;
+            for (zi, w) in z.iter_mut().zip(&self.weights[at..at + k]) {
+                *zi += w;
+            }
+        }
+        self.classes
+            .iter()
+            .zip(z)
+            .map(|(c, s)| {
+                let logit = c.scale * (c.bias + features.value * s) + c.offset;
+                1.0 / (1.0 + (-f64::from(logit)).exp())
+            })
+            .collect()
+    }
+
+    /// The plain word of the message that pushes hardest towards `class`:
+    /// what a decision's pattern names, so learning can tell causes apart.
+    pub fn strongest<'f>(&self, features: &'f Features, class: usize) -> Option<&'f str> {
+        let k = self.classes.len();
+        features
+            .words
+            .iter()
+            .map(|(b, w)| (self.weights[*b as usize * k + class], w))
+            .filter(|(weight, _)| *weight > 0.0)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, w)| w.as_str())
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let spec = self.featurizer.spec();
+        let k = self.classes.len();
+        let mut out = Vec::with_capacity(64 + self.entries * (4 + 4 * k));
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&[
+            spec.bits,
+            spec.char_min,
+            spec.char_max,
+            spec.negation_window,
+        ]);
+        out.extend_from_slice(&spec.max_words.to_le_bytes());
+        put_strings(&mut out, &spec.negations);
+        put_strings(&mut out, &spec.clause_breaks);
+        out.extend_from_slice(&(k as u16).to_le_bytes());
+        for c in &self.classes {
+            put_str(&mut out, &c.name);
+            for v in [c.bias, c.scale, c.offset] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        out.extend_from_slice(&(self.entries as u32).to_le_bytes());
+        for (b, w) in self.weights.chunks_exact(k).enumerate() {
+            if w.iter().any(|v| *v != 0.0) {
+                out.extend_from_slice(&(b as u32).to_le_bytes());
+                for v in w {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+        out.extend_from_slice(&self.digest.to_le_bytes());
+        let sum = fnv32(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
+        out
+    }
+
+    /// Parses and validates a model file; never panics on any input.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ModelError> {
+        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(ModelError::Magic);
+        }
+        if bytes.len() < MAGIC.len() + 4 {
+            return Err(ModelError::Truncated(bytes.len()));
+        }
+        let (body, sum) = bytes.split_at(bytes.len() - 4);
+        let mut r = Reader {
+            bytes: body,
+            at: MAGIC.len(),
+        };
+        let head = r.take(4)?;
+        let (bits, char_min, char_max, negation_window) = (head[0], head[1], head[2], head[3]);
+        let max_words = r.u32()?;
+        let negations = r.strings()?;
+        let clause_breaks = r.strings()?;
+        let k = usize::from(r.u16()?);
+        let mut classes = Vec::with_capacity(k);
+        for _ in 0..k {
+            classes.push(Class {
+                name: r.string()?,
+                bias: r.f32()?,
+                scale: r.f32()?,
+                offset: r.f32()?,
+            });
+        }
+        let n = r.u32()? as usize;
+        if n.saturating_mul(4 + 4 * k) > body.len() {
+            return Err(ModelError::Truncated(body.len()));
+        }
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            let bucket = r.u32()?;
+            let w = (0..k).map(|_| r.f32()).collect::<Result<Vec<_>, _>>()?;
+            entries.push((bucket, w));
+        }
+        let digest = r.u64()?;
+        if r.at != body.len() {
+            return invalid(format!("{} unexpected bytes at the end", body.len() - r.at));
+        }
+        if fnv32(body).to_le_bytes() != sum {
+            return Err(ModelError::Checksum);
+        }
+        let spec = FeatureSpec {
+            bits,
+            char_min,
+            char_max,
+            max_words,
+            negation_window,
+            negations,
+            clause_breaks,
+        };
+        Self::new(spec, classes, entries, digest)
+    }
+}
+
+fn invalid<T>(problem: String) -> Result<T, ModelError> {
+    Err(ModelError::Invalid(problem))
+}
+
+/// FNV-1a, 32 bits: a cheap check that catches damaged files.
+pub fn fnv32(bytes: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in bytes {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_strings(out: &mut Vec<u8>, items: &[String]) {
+    out.extend_from_slice(&(items.len() as u16).to_le_bytes());
+    for s in items {
+        put_str(out, s);
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ModelError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or(ModelError::Truncated(self.bytes.len()))?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], ModelError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u16(&mut self) -> Result<u16, ModelError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+
+    fn u32(&mut self) -> Result<u32, ModelError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, ModelError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn f32(&mut self) -> Result<f32, ModelError> {
+        Ok(f32::from_le_bytes(self.array()?))
+    }
+
+    fn string(&mut self) -> Result<String, ModelError> {
+        let n = usize::from(self.u16()?);
+        let at = self.at;
+        String::from_utf8(self.take(n)?.to_vec())
+            .map_err(|_| ModelError::Invalid(format!("string at byte {at} is not UTF-8")))
+    }
+
+    fn strings(&mut self) -> Result<Vec<String>, ModelError> {
+        let n = usize::from(self.u16()?);
+        (0..n).map(|_| self.string()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> IntentModel {
+        let spec = FeatureSpec {
+            bits: 10,
+            ..FeatureSpec::default()
+        };
+        let f = Featurizer::new(spec.clone());
+        let sell = f.features("sell").words[0].0;
+        let classes = vec![
+            Class {
+                name: "none".into(),
+                bias: 0.0,
+                scale: 1.0,
+                offset: 0.0,
+            },
+            Class {
+                name: "seller".into(),
+                bias: -1.0,
+                scale: 1.0,
+                offset: 0.0,
+            },
+        ];
+        IntentModel::new(spec, classes, vec![(sell, vec![-2.0, 9.0])], 7).unwrap()
+    }
+
+    #[test]
+    fn round_trips_through_bytes() {
+        let m = tiny();
+        let back = IntentModel::from_bytes(&m.to_bytes()).unwrap();
+        assert_eq!(back.classes(), m.classes());
+        assert_eq!(back.digest(), 7);
+        assert_eq!(back.entries(), 1);
+        let f = back.featurizer().features("sell");
+        assert_eq!(
+            back.predict(&f),
+            m.predict(&m.featurizer().features("sell"))
+        );
+        assert_eq!(back.strongest(&f, 1), Some("sell"));
+        assert_eq!(back.strongest(&f, 0), None);
+    }
+
+    #[test]
+    fn scores_the_words_it_was_given() {
+        let m = tiny();
+        let sell = m.predict(&m.featurizer().features("sell"));
+        let other = m.predict(&m.featurizer().features("hello"));
+        assert!(sell[1] > 0.99, "{sell:?}");
+        assert!(other[1] < 0.5, "{other:?}");
+    }
+
+    #[test]
+    fn damaged_files_are_refused_without_a_panic() {
+        let good = tiny().to_bytes();
+        assert_eq!(
+            IntentModel::from_bytes(b"hello").unwrap_err(),
+            ModelError::Magic
+        );
+        assert_eq!(IntentModel::from_bytes(&[]).unwrap_err(), ModelError::Magic);
+        for cut in [9, 20, good.len() / 2, good.len() - 1] {
+            assert!(
+                IntentModel::from_bytes(&good[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut flipped = good.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 0x40;
+        assert!(IntentModel::from_bytes(&flipped).is_err());
+        let mut longer = good[..good.len() - 4].to_vec();
+        longer.push(0);
+        let sum = fnv32(&longer);
+        longer.extend_from_slice(&sum.to_le_bytes());
+        assert_eq!(
+            IntentModel::from_bytes(&longer).unwrap_err(),
+            ModelError::Invalid("1 unexpected bytes at the end".into())
+        );
+        // Every prefix and every single-byte change is refused or parsed, never a panic.
+        for i in 0..good.len() {
+            let mut b = good.clone();
+            b[i] = b[i].wrapping_add(1);
+            let _ = IntentModel::from_bytes(&b);
+        }
+    }
+
+    #[test]
+    fn the_builtin_model_loads() {
+        let m = IntentModel::builtin().unwrap();
+        let names: Vec<&str> = m.classes().iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["buyer", "human", "legal", "seller"]);
+        assert!(DEFAULT_MODEL.len() <= 5 * 1024 * 1024);
+    }
+}
