@@ -1,6 +1,10 @@
 //! Active probing: every interval, one HTTP GET or one `grpc.health.v1`
 //! Check of the bot, with a timeout. Each probe is one sample in the window:
-//! its latency (the timeout when it timed out) and whether it succeeded.
+//! its latency and whether it succeeded. A probe that timed out is a
+//! failure whose latency is at least the timeout, never less: a hung bot
+//! then shows in the P95 as well as in the error rate, and trips the
+//! router's P95 gate when the timeout exceeds `sla_factor` × its SLA (see
+//! `ProbeConfig::timeout`).
 //!
 //! Probes run one after another: a bot that hangs gets one probe per
 //! timeout, never a pile of them.
@@ -108,6 +112,17 @@ impl Checker {
     }
 }
 
+/// The latency a probe counts as: what it took, and at least `timeout`
+/// when it timed out. (A failure reported by the clients' own connect or
+/// call timeouts, set to the same value, counts as what it took.)
+fn probe_latency(elapsed: Duration, timed_out: bool, timeout: Duration) -> Duration {
+    if timed_out {
+        elapsed.max(timeout)
+    } else {
+        elapsed
+    }
+}
+
 /// The active prober of one bot.
 pub(crate) struct Prober {
     checker: Checker,
@@ -151,17 +166,20 @@ impl Prober {
                     () = stopped(&mut stop) => return,
                 }
                 let start = Instant::now();
-                let result = tokio::select! {
+                let (result, timed_out) = tokio::select! {
                     result = tokio::time::timeout(timeout, self.checker.check()) => match result {
-                        Ok(result) => result,
-                        Err(_) => Err(format!(
-                            "no answer within {}",
-                            humantime::format_duration(timeout)
-                        )),
+                        Ok(result) => (result, false),
+                        Err(_) => (
+                            Err(format!(
+                                "no answer within {}",
+                                humantime::format_duration(timeout)
+                            )),
+                            true,
+                        ),
                     },
                     () = stopped(&mut stop) => return,
                 };
-                let latency = start.elapsed();
+                let latency = probe_latency(start.elapsed(), timed_out, timeout);
                 shared.record(latency, result.is_ok());
                 shared.probes.fetch_add(1, Ordering::Relaxed);
                 let latency_ms = latency.as_secs_f64() * 1000.0;
@@ -182,5 +200,21 @@ impl Prober {
         }
         .instrument(span)
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timed_out_probe_counts_at_least_the_timeout() {
+        let timeout = Duration::from_millis(2500);
+        let early = Duration::from_millis(2499);
+        assert_eq!(probe_latency(early, true, timeout), timeout);
+        let late = Duration::from_millis(2503);
+        assert_eq!(probe_latency(late, true, timeout), late);
+        let answered = Duration::from_millis(40);
+        assert_eq!(probe_latency(answered, false, timeout), answered);
     }
 }

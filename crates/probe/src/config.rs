@@ -9,7 +9,7 @@
 //! router = ["http://10.0.0.1:7400", "http://10.0.0.2:7400"]
 //! http_url = "http://127.0.0.1:8080/health"   # or grpc_health = "http://127.0.0.1:50051"
 //! interval = "1s"
-//! timeout = "2s"
+//! timeout = "2500ms"
 //! window = "60s"
 //! report_every = "1s"
 //! listen = "127.0.0.1:7401"
@@ -64,7 +64,10 @@ pub struct Args {
     /// Time between two active probes [default: 1s].
     #[arg(long, env = "BATON_PROBE_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub interval: Option<Duration>,
-    /// An active probe not answered within this is an error [default: 2s].
+    /// An active probe not answered within this is an error, and counts
+    /// as a latency of at least this: keep it above the largest 1.2 × SLA
+    /// the router judges the bot by, or a hung bot never trips the P95
+    /// gate [default: 2500ms, above 1.2 × 1800ms].
     #[arg(long, env = "BATON_PROBE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
     /// Length of the sliding window the percentiles and error rate cover
@@ -144,8 +147,12 @@ pub struct ProbeConfig {
     pub grpc_service: String,
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
-    /// Above the SLAs bots are judged by (1.8 s for the buyer): a timeout
-    /// shorter than the SLA would turn slowness into errors and hide it.
+    /// A timed-out probe counts as a latency of at least the timeout, so
+    /// a hung bot trips the router's P95 gate only if the timeout exceeds
+    /// `sla_factor` × the bot's SLA: the default, 2.5 s, is above the
+    /// largest such limit in the shipped configuration (1.2 × 1.8 s =
+    /// 2.16 s). A shorter timeout would turn a hung or slow bot into mere
+    /// errors and hide its latency.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -206,7 +213,7 @@ impl Default for ProbeConfig {
             grpc_health: None,
             grpc_service: String::new(),
             interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(2),
+            timeout: Duration::from_millis(2500),
             window: Duration::from_secs(60),
             window_slots: 20,
             report_every: Duration::from_secs(1),
@@ -483,6 +490,23 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:7401");
         assert_eq!(c.interval, Duration::from_secs(1));
         assert_eq!(c.window, Duration::from_secs(60));
+    }
+
+    /// A hung bot's probes all time out, and each counts as the timeout:
+    /// its P95 is the timeout, which must exceed the router's largest limit
+    /// (`health.sla_factor` 1.2 × the 1,800 ms SLA of the shipped bots).
+    #[test]
+    fn the_default_timeout_is_above_the_largest_p95_limit() {
+        let limit = Duration::from_millis(1800).mul_f64(1.2);
+        assert_eq!(ProbeConfig::default().timeout, Duration::from_millis(2500));
+        assert!(ProbeConfig::default().timeout > limit);
+        let help = <Args as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        assert!(
+            help.contains("[default: 2500ms, above 1.2 × 1800ms]"),
+            "{help}"
+        );
     }
 
     #[test]

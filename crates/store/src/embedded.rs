@@ -387,6 +387,23 @@ mod tests {
         (dir, [file, EmbeddedStore::in_memory()])
     }
 
+    /// A bot's last report is its last-seen record: purging expired data
+    /// never removes it, however old, so a silent bot stays known as one
+    /// that reported (and is judged stale), not as one that never did.
+    #[tokio::test]
+    async fn a_silent_bots_last_report_is_never_purged() {
+        let store = EmbeddedStore::in_memory();
+        let report = HealthReport {
+            bot: "buyer".into(),
+            sample_count: 100,
+            received_at: 1_000,
+            ..Default::default()
+        };
+        store.put_health(&report).await.unwrap();
+        store.purge_expired(i64::MAX).await.unwrap();
+        assert_eq!(store.health_reports().await.unwrap(), vec![report]);
+    }
+
     #[tokio::test]
     async fn everything_survives_reopening_the_file() {
         let dir = temp_dir("reopen");

@@ -12,7 +12,9 @@
 //!   key. An approved handoff costs two writes: acquire and commit.
 //! - Expiring data (context packets, decisions by request id, handoff
 //!   records, bot health) is attached to **shared leases per time bucket**,
-//!   granted ahead of need: never one lease grant per write.
+//!   granted ahead of need: never one lease grant per write. Each bot's
+//!   last-seen record (`seen/`) never expires, so every router, however
+//!   recently started, agrees on which bots have reported.
 //! - Health reports and outcome windows are **watched** (resuming from the
 //!   last seen revision after a broken stream) so every router's caches stay
 //!   current and the stay path never reads etcd.
@@ -888,21 +890,32 @@ impl Store for EtcdStore {
             .collect())
     }
 
+    /// One transaction writes the report twice: under `health/`, on a
+    /// lease of `health_ttl`, which is what other routers watch (its expiry
+    /// tells them the bot went silent); and under `seen/`, with no lease:
+    /// the bot's last-seen record. Without it, a router started after a bot
+    /// went silent would find no report and take the bot for one that
+    /// never reported (allowed), while older routers judge it stale.
     async fn put_health(&self, report: &HealthReport) -> Result<(), StoreError> {
         let lease = self.leases.lease(self.options.health_ttl, now_ms()).await?;
+        let value = encode(report);
+        let txn = Txn::new().and_then([
+            TxnOp::put(
+                self.key("health", &report.bot),
+                value.clone(),
+                Some(PutOptions::new().with_lease(lease)),
+            ),
+            TxnOp::put(self.key("seen", &report.bot), value, None),
+        ]);
         self.writes.fetch_add(1, Ordering::Relaxed);
-        let mut kv = self.kv();
-        let put = kv.put(
-            self.key("health", &report.bot),
-            encode(report),
-            Some(PutOptions::new().with_lease(lease)),
-        );
-        bounded("put", self.options.op_timeout, put).await?;
+        send_txn("put health", self.options.op_timeout, &self.kv(), txn).await?;
         Ok(())
     }
 
+    /// From the last-seen records, which never expire: a silent bot's last
+    /// report is there, with the `received_at` that makes it stale.
     async fn health_reports(&self) -> Result<Vec<HealthReport>, StoreError> {
-        let (_, kvs) = self.list("health").await?;
+        let (_, kvs) = self.list("seen").await?;
         kvs.iter()
             .map(|kv| decode("health report", kv.value()))
             .collect()

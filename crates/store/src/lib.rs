@@ -201,10 +201,14 @@ pub trait Store: Send + Sync + 'static {
     /// Every outcome window, to rebuild the learned thresholds at start-up.
     async fn outcome_windows(&self) -> Result<Vec<(RouteKey, OutcomeWindow)>, StoreError>;
 
-    /// Keeps the latest report of a bot.
+    /// Keeps the latest report of a bot. It is also the bot's last-seen
+    /// record, which never expires: a bot that reported once and went
+    /// silent stays known as such, to every router sharing the store,
+    /// however recently started (SPEC §4).
     async fn put_health(&self, report: &HealthReport) -> Result<(), StoreError>;
 
-    /// The latest report of every bot.
+    /// The latest report of every bot that ever reported, silent ones
+    /// included (their `received_at` makes them stale).
     async fn health_reports(&self) -> Result<Vec<HealthReport>, StoreError>;
 
     /// Contacts with a pending deferred handoff and the bot each waits for.

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use baton_policy::{
-    Config, ContactState, ContextPacket, EntryKind, HealthReport, LearningConfig, Outcome,
+    Config, ContactState, ContextPacket, Decision, EntryKind, GateInput, HealthReport,
+    HealthStatus, LearningConfig, Outcome, assess_health, run_gates,
 };
 use baton_store::{Commit, EtcdOptions, EtcdStore, Store, StoreError, StoreEvent};
 use baton_test_support::{Etcd, eventually};
@@ -282,4 +283,87 @@ async fn watches_resume_after_etcd_comes_back() {
         },
     )
     .await;
+}
+
+/// A router started after a bot went silent must judge it as the routers
+/// that saw it report do: stale, not "never reported" (which is allowed).
+#[tokio::test]
+async fn a_new_router_knows_a_silent_bot_reported_after_its_report_expired() {
+    let etcd = Etcd::single().await.unwrap();
+    let health_ttl = Duration::from_secs(1);
+    let old = EtcdStore::connect(EtcdOptions {
+        health_ttl,
+        ..options(&etcd, "/t8/")
+    })
+    .await
+    .unwrap();
+    let report = HealthReport {
+        bot: "buyer".into(),
+        p95_ms: 300.0,
+        sample_count: 100,
+        observed_at: now() - 5_000,
+        received_at: now(),
+        ..Default::default()
+    };
+    old.put_health(&report).await.unwrap();
+    // The bot goes silent: its leased report expires in etcd.
+    let raw = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .unwrap();
+    eventually(
+        "the leased report to expire",
+        Duration::from_secs(20),
+        || {
+            let mut kv = raw.kv_client();
+            async move {
+                let got = kv.get("/t8/health/buyer", None).await.unwrap();
+                got.kvs().is_empty().then_some(())
+            }
+        },
+    )
+    .await;
+
+    // Store level: a replica started now still has the bot's last report.
+    let new = EtcdStore::connect(EtcdOptions {
+        health_ttl,
+        ..options(&etcd, "/t8/")
+    })
+    .await
+    .unwrap();
+    assert_eq!(new.health_reports().await.unwrap(), vec![report.clone()]);
+    assert_eq!(old.health_reports().await.unwrap(), vec![report.clone()]);
+
+    // Policy level: the new replica defers a handoff to it as stale, where
+    // without the record it would have found no report and approved.
+    let mut config = Config::default();
+    config.health.stale_after = health_ttl;
+    let reports = new.health_reports().await.unwrap();
+    let contact = ContactState::new("lead", now());
+    let at = report.received_at + 1_001;
+    let gate = |target_health: Option<&HealthReport>| {
+        run_gates(
+            &config,
+            &GateInput {
+                contact: &contact,
+                source: "lead",
+                target: "buyer",
+                target_health,
+                target_sla: Duration::from_millis(1800),
+                now: at,
+            },
+        )
+        .failure
+        .map(|f| f.decision)
+    };
+    assert_eq!(
+        assess_health(
+            reports.first(),
+            Duration::from_millis(1800),
+            &config.health,
+            at
+        ),
+        HealthStatus::Stale("last report 1s ago (stale after 1s)".into())
+    );
+    assert_eq!(gate(reports.first()), Some(Decision::DeferredUnhealthy));
+    assert_eq!(gate(None), None, "no report at all is let through");
 }

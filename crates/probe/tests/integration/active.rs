@@ -81,6 +81,36 @@ async fn a_probe_that_times_out_is_an_error_at_the_timeout() {
     probe.stop().await;
 }
 
+/// A bot that takes each request and never answers: every probe times out
+/// and counts as a latency of at least the timeout, so the P95 the router
+/// judges is the timeout (which, by default, is above 1.2 × the SLA).
+#[tokio::test]
+async fn a_hung_bot_reports_a_p95_of_at_least_the_timeout() {
+    let bot = HttpBot::start().await;
+    bot.hang();
+    let router = FakeRouter::start();
+    let timeout = Duration::from_millis(300);
+    let probe = Probe::start(ProbeConfig {
+        http_url: Some(bot.url()),
+        timeout,
+        window: Duration::from_secs(2),
+        ..config("buyer", &[router.url()])
+    })
+    .await
+    .unwrap();
+    let r = report_where(&router, "timed-out probes of the hung bot", |r| {
+        r.sample_count >= 4
+    })
+    .await;
+    assert_eq!(r.error_rate, 1.0, "{r:?}");
+    let timeout_ms = timeout.as_secs_f64() * 1000.0;
+    assert!(r.p50_ms >= timeout_ms, "{r:?}");
+    assert!(r.p95_ms >= timeout_ms, "{r:?}");
+    // Each probe was sent and left unanswered: a hang, not a refusal.
+    assert!(bot.requests() >= 4, "{} requests", bot.requests());
+    probe.stop().await;
+}
+
 #[tokio::test]
 async fn a_bot_that_refuses_connections_is_an_error() {
     let gone = format!(

@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,6 +48,8 @@ struct Behaviour {
     /// 0: never fails; n: every n-th request answers 500.
     fail_every: AtomicU64,
     requests: AtomicU64,
+    /// Take requests and never answer them.
+    hung: AtomicBool,
 }
 
 /// A bot's HTTP health endpoint (`GET /health`), served by hyper.
@@ -99,6 +101,12 @@ impl HttpBot {
             .store(fail_every, Ordering::SeqCst);
     }
 
+    /// From now on: read each request and never answer it, keeping the
+    /// connection open (a bot stuck on a lock or a dead upstream).
+    pub fn hang(&self) {
+        self.behaviour.hung.store(true, Ordering::SeqCst);
+    }
+
     pub fn requests(&self) -> u64 {
         self.behaviour.requests.load(Ordering::SeqCst)
     }
@@ -115,6 +123,9 @@ async fn answer(behaviour: &Behaviour, path: &str) -> Response<Full<Bytes>> {
         return status(StatusCode::NOT_FOUND);
     }
     let n = behaviour.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    if behaviour.hung.load(Ordering::SeqCst) {
+        std::future::pending::<()>().await;
+    }
     let latency = behaviour.latency_ms.load(Ordering::SeqCst);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
