@@ -24,6 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (files, descriptor) in sets {
         let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();
         tonic_prost_build::configure()
+            // Undecodable requests are INVALID_ARGUMENT, not INTERNAL (src/codec.rs).
+            .codec_path("crate::codec::Codec")
             .file_descriptor_set_path(out.join(descriptor))
             .compile_protos(&paths, std::slice::from_ref(&root))?;
     }

@@ -80,5 +80,5 @@ async fn the_seller_reads_what_the_lead_extracted_even_after_kill_9() {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
 }

@@ -7,6 +7,8 @@ mod context;
 mod etcd;
 mod grpcurl;
 mod health_gate;
+mod intents;
+mod limits;
 mod loops;
 mod operators;
 mod probe;

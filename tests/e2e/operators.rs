@@ -220,6 +220,79 @@ async fn acknowledge_outcome_stats_release_and_the_decision_feed() {
     );
 }
 
+/// Without tokens the bot a request names is who asks: it is told the same
+/// of a contact or handoff that is not its own as of one that does not
+/// exist. `RecordOutcome` names no bot, so without tokens its caller is
+/// trusted as an operator is (the router listens on loopback only).
+#[tokio::test]
+async fn without_tokens_the_named_bot_sees_only_its_own() {
+    let router = router(&[]).await;
+    let mut handoff = router.handoff().await;
+    let read = |contact: &str, bot: &str| GetContextRequest {
+        contact_id: contact.into(),
+        bot: bot.into(),
+    };
+    let told = |s: tonic::Status| (s.code(), s.message().to_owned());
+    let unknown = told(
+        handoff
+            .get_context(read("open-1", "buyer"))
+            .await
+            .unwrap_err(),
+    );
+    let reply = handoff
+        .request_handoff(request("open-1", "lead", "I want to sell my house"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(decision(&reply), Decision::Approved);
+    for bot in ["buyer", "lead"] {
+        let status = handoff.get_context(read("open-1", bot)).await.unwrap_err();
+        assert_eq!(told(status), unknown, "{bot}");
+    }
+    assert_eq!(unknown.0, tonic::Code::PermissionDenied);
+    // Naming no bot reads as an operator does.
+    let anyone = handoff.get_context(read("open-1", "")).await.unwrap();
+    assert_eq!(anyone.into_inner().owner, "seller");
+    let missing = handoff.get_context(read("open-2", "")).await.unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    let ack = |handoff_id: &str| AcknowledgeHandoffRequest {
+        contact_id: "open-1".into(),
+        handoff_id: handoff_id.into(),
+        bot: "lead".into(),
+    };
+    let not_target = told(
+        handoff
+            .acknowledge_handoff(ack(&reply.handoff_id))
+            .await
+            .unwrap_err(),
+    );
+    let no_such = told(
+        handoff
+            .acknowledge_handoff(ack("no-such"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(not_target, no_such);
+    assert_eq!(not_target.0, tonic::Code::PermissionDenied);
+    assert!(!not_target.1.contains("seller"), "{}", not_target.1);
+
+    let outcome = |handoff_id: &str| RecordOutcomeRequest {
+        handoff_id: handoff_id.into(),
+        outcome: Outcome::Successful as i32,
+    };
+    let recorded = handoff
+        .record_outcome(outcome(&reply.handoff_id))
+        .await
+        .unwrap();
+    assert!(recorded.into_inner().recorded);
+    let missing = handoff
+        .record_outcome(outcome("no-such"))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+}
+
 #[tokio::test]
 async fn sigterm_drains_and_exits_cleanly() {
     let mut router = router(&[]).await;

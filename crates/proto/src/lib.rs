@@ -6,6 +6,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod codec;
+
 /// `baton.v1`: the product contract (SPEC §5).
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]

@@ -28,8 +28,9 @@ impl AdminService for AdminApi {
         request: Request<GetContactRequest>,
     ) -> Result<Response<GetContactResponse>, Status> {
         auth::operator(&auth::caller(&request))?;
-        let id = request.into_inner().contact_id;
-        convert::contact_id(self.engine.policy(), &id)?;
+        let req = request.into_inner();
+        convert::get_contact(self.engine.policy(), &req)?;
+        let id = req.contact_id;
         let contact = self.engine.contact(&id).await?;
         let now = now_ms();
         let depth = contact.chain_depth(self.engine.policy().config(), now);
@@ -106,7 +107,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<ReleaseContactResponse>, Status> {
         auth::operator(&auth::caller(&request))?;
         let req = request.into_inner();
-        convert::contact_id(self.engine.policy(), &req.contact_id)?;
+        convert::release_contact(self.engine.policy(), &req)?;
         let previous = self
             .engine
             .release(&req.contact_id, &req.owner, &req.reason)
@@ -125,6 +126,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<Self::WatchDecisionsStream>, Status> {
         auth::operator(&auth::caller(&request))?;
         let filter = request.into_inner();
+        convert::watch_decisions(self.engine.policy(), &filter)?;
         let stream = forward(
             self.engine.subscribe(),
             self.shutdown.clone(),

@@ -3,18 +3,22 @@
 //! Bearer tokens are configured per principal with a role: `bot:<id>`,
 //! `probe:<id>` or `operator`. The router keeps only their SHA-256 digests;
 //! a token comes from the config as a digest, or from a file or environment
-//! variable, and is never logged. The interceptor answers `UNAUTHENTICATED`
-//! for a missing or unknown token and rate-limits each principal; each RPC
+//! variable, and is never logged. The auth layer ([`Auth::admit`]) answers
+//! `UNAUTHENTICATED` for a missing or unknown token, `RESOURCE_EXHAUSTED`
+//! to an address that failed too often and to a principal over its call
+//! rate; each RPC
 //! then checks the role against what the call claims (`source_bot`, the
 //! report's bot, …) and answers `PERMISSION_DENIED` — before touching any
 //! state, so neither answer tells whether a contact exists.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use baton_policy::ConfigError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
@@ -45,6 +49,31 @@ pub struct PrincipalConfig {
     pub token_env: Option<String>,
 }
 
+impl AuthConfig {
+    /// Checks every principal's role at start: one that cannot be parsed, or
+    /// names a bot that is not configured (`bot:ghost`), would otherwise
+    /// hold a token that nothing ever accepts.
+    pub fn check_roles(&self, policy: &baton_policy::Config) -> Result<(), ConfigError> {
+        for (i, p) in self.principals.iter().enumerate() {
+            let problem = match Role::parse(&p.role) {
+                None => format!(
+                    "'{}' must be bot:<id>, probe:<id> or operator",
+                    crate::convert::echo(&p.role)
+                ),
+                Some(Role::Bot(id) | Role::Probe(id)) if policy.bot(&id).is_none() => {
+                    format!("'{}' names a bot that is not configured", p.role)
+                }
+                Some(_) => continue,
+            };
+            return Err(ConfigError::Invalid {
+                key: format!("auth.principals[{i}].role"),
+                problem,
+            });
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Role {
     Bot(String),
@@ -71,7 +100,7 @@ impl Role {
     }
 }
 
-/// Who made a call, put into the request's extensions by the interceptor.
+/// Who made a call, put into the request's extensions by the auth layer.
 /// `Open` when no tokens are configured: every call is allowed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Caller {
@@ -95,14 +124,46 @@ struct Bucket {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum BucketKey {
     Principal(usize),
-    Address(Option<std::net::IpAddr>),
+    Address(Option<IpAddr>),
 }
 
-/// The configured tokens and the per-principal rate limiter.
+/// The limit on failed authentications per client address: a bucket of
+/// `per_minute` tries, refilled at `per_minute` a minute.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FailureLimit {
+    pub per_minute: u32,
+}
+
+/// One address's remaining tries.
+struct FailureBucket {
+    tries: f64,
+    at: Instant,
+    /// When going over the limit was last logged.
+    warned: Option<Instant>,
+}
+
+impl FailureBucket {
+    fn refill(&mut self, now: Instant, limit: FailureLimit) -> f64 {
+        let per_minute = f64::from(limit.per_minute);
+        let earned = now.duration_since(self.at).as_secs_f64() * per_minute / 60.0;
+        self.tries = (self.tries + earned).min(per_minute);
+        self.at = now;
+        self.tries
+    }
+}
+
+/// Addresses whose failures are remembered before the fully refilled ones
+/// are forgotten: bounds the memory a scan from many addresses can take.
+const MAX_TRACKED_ADDRESSES: usize = 10_000;
+
+/// The configured tokens, the per-principal rate limiter and the
+/// failed-authentication limiter.
 pub struct Auth {
     tokens: HashMap<[u8; 32], (usize, Role)>,
     rate: Option<RateLimit>,
     buckets: Mutex<HashMap<BucketKey, Bucket>>,
+    failure_limit: Option<FailureLimit>,
+    failures: Mutex<HashMap<IpAddr, FailureBucket>>,
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -171,7 +232,16 @@ impl Auth {
             tokens,
             rate,
             buckets: Mutex::new(HashMap::new()),
+            failure_limit: None,
+            failures: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Refuses an address for a while once it failed authentication
+    /// `limit.per_minute` times in a row within a minute.
+    pub fn with_failure_limit(mut self, limit: Option<FailureLimit>) -> Self {
+        self.failure_limit = limit;
+        self
     }
 
     /// Whether any token is configured.
@@ -179,34 +249,80 @@ impl Auth {
         !self.tokens.is_empty()
     }
 
-    /// The interceptor: identifies the caller and applies its rate limit.
-    pub fn check(&self, mut request: Request<()>) -> Result<Request<()>, Status> {
+    /// The token check, run by [`crate::server`]'s auth layer for every
+    /// Baton call: identifies the caller from its `authorization` header
+    /// and applies the failed-authentication limit of its address
+    /// (`peer`) and the call rate of the principal.
+    pub fn admit(
+        &self,
+        authorization: Option<&str>,
+        peer: Option<IpAddr>,
+    ) -> Result<Caller, Status> {
         let (caller, key) = if self.enabled() {
-            let token = request
-                .metadata()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
+            if let (Some(limit), Some(ip)) = (self.failure_limit, peer)
+                && self.over_failure_limit(ip, limit)
+            {
+                return Err(Status::resource_exhausted(
+                    "too many failed authentications from this address; try again later",
+                ));
+            }
+            let role = authorization
                 .and_then(|v| {
                     v.strip_prefix("Bearer ")
                         .or_else(|| v.strip_prefix("bearer "))
                 })
-                .ok_or_else(|| Status::unauthenticated("missing or invalid token"))?;
-            let (index, role) = self
-                .tokens
-                .get(&digest(token))
-                .ok_or_else(|| Status::unauthenticated("missing or invalid token"))?;
+                .and_then(|token| self.tokens.get(&digest(token)));
+            let Some((index, role)) = role else {
+                if let (Some(limit), Some(ip)) = (self.failure_limit, peer) {
+                    self.failed(ip, limit);
+                }
+                return Err(Status::unauthenticated("missing or invalid token"));
+            };
             (Caller::As(role.clone()), BucketKey::Principal(*index))
         } else {
-            (
-                Caller::Open,
-                BucketKey::Address(request.remote_addr().map(|a| a.ip())),
-            )
+            (Caller::Open, BucketKey::Address(peer))
         };
         if let Some(rate) = self.rate {
             self.take(key, rate, &caller)?;
         }
-        request.extensions_mut().insert(caller);
-        Ok(request)
+        Ok(caller)
+    }
+
+    /// Whether `ip` has used up its failed authentications: it is then
+    /// refused before its token is even looked at, so guessing stops paying.
+    fn over_failure_limit(&self, ip: IpAddr, limit: FailureLimit) -> bool {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures
+            .get_mut(&ip)
+            .is_some_and(|b| b.refill(Instant::now(), limit) < 1.0)
+    }
+
+    /// Counts one failed authentication from `ip`; logs, at most once per
+    /// minute per address, when the address goes over its limit.
+    fn failed(&self, ip: IpAddr, limit: FailureLimit) {
+        let now = Instant::now();
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if failures.len() >= MAX_TRACKED_ADDRESSES {
+            // Forget the addresses that have earned all their tries back.
+            failures.retain(|_, b| b.refill(now, limit) < f64::from(limit.per_minute));
+        }
+        let bucket = failures.entry(ip).or_insert(FailureBucket {
+            tries: f64::from(limit.per_minute),
+            at: now,
+            warned: None,
+        });
+        bucket.refill(now, limit);
+        bucket.tries -= 1.0;
+        tracing::debug!(peer = %ip, "failed authentication");
+        if bucket.tries < 1.0
+            && bucket
+                .warned
+                .is_none_or(|w| now.duration_since(w).as_secs() >= 60)
+        {
+            bucket.warned = Some(now);
+            tracing::warn!(peer = %ip, limit_per_minute = limit.per_minute,
+                "too many failed authentications: refusing this address for a while");
+        }
     }
 
     fn take(&self, key: BucketKey, rate: RateLimit, caller: &Caller) -> Result<(), Status> {
@@ -235,17 +351,7 @@ impl Auth {
     }
 }
 
-/// The interceptor as tonic wants it.
-#[derive(Clone)]
-pub struct Interceptor(pub Arc<Auth>);
-
-impl tonic::service::Interceptor for Interceptor {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        self.0.check(request)
-    }
-}
-
-/// Who made the call; without the interceptor (in-process use) it is open.
+/// Who made the call; without the auth layer (in-process use) it is open.
 pub fn caller<T>(request: &Request<T>) -> Caller {
     request
         .extensions()
@@ -263,7 +369,10 @@ pub fn as_bot(caller: &Caller, bot: &str) -> Result<(), Status> {
     match caller.clone() {
         Caller::Open => Ok(()),
         Caller::As(Role::Bot(id)) if id == bot => Ok(()),
-        Caller::As(role) => Err(denied(&role, &format!("act as bot '{bot}'"))),
+        Caller::As(role) => Err(denied(
+            &role,
+            &format!("act as bot '{}'", crate::convert::echo(bot)),
+        )),
     }
 }
 
@@ -280,7 +389,10 @@ pub fn as_probe(caller: &Caller, bot: &str) -> Result<(), Status> {
     match caller.clone() {
         Caller::Open => Ok(()),
         Caller::As(Role::Probe(id)) if id == bot => Ok(()),
-        Caller::As(role) => Err(denied(&role, &format!("report health for '{bot}'"))),
+        Caller::As(role) => Err(denied(
+            &role,
+            &format!("report health for '{}'", crate::convert::echo(bot)),
+        )),
     }
 }
 
@@ -313,14 +425,33 @@ mod tests {
     }
 
     fn call(auth: &Auth, token: Option<&str>) -> Result<Caller, Status> {
-        let mut request = Request::new(());
-        if let Some(t) = token {
-            request
-                .metadata_mut()
-                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        let header = token.map(|t| format!("Bearer {t}"));
+        auth.admit(header.as_deref(), Some(IpAddr::from([192, 0, 2, 1])))
+    }
+
+    #[test]
+    fn an_address_over_its_failures_is_refused_even_with_a_good_token() {
+        let auth = auth(None).with_failure_limit(Some(FailureLimit { per_minute: 3 }));
+        for _ in 0..3 {
+            assert_eq!(
+                call(&auth, Some("guess")).unwrap_err().code(),
+                tonic::Code::Unauthenticated
+            );
         }
-        auth.check(request)
-            .map(|r| r.extensions().get::<Caller>().cloned().unwrap())
+        let refused = call(&auth, Some("lead-secret")).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            refused.message(),
+            "too many failed authentications from this address; try again later"
+        );
+        // Another address is not affected, and good tokens do not count.
+        let other = Some(IpAddr::from([192, 0, 2, 2]));
+        for _ in 0..10 {
+            assert_eq!(
+                auth.admit(Some("Bearer lead-secret"), other).unwrap(),
+                Caller::As(Role::Bot("lead".into()))
+            );
+        }
     }
 
     #[test]
@@ -390,5 +521,54 @@ mod tests {
             ..Default::default()
         });
         assert!(env.contains("BATON_TEST_SURELY_UNSET"), "{env}");
+    }
+
+    #[test]
+    fn roles_for_unknown_bots_are_refused_naming_the_key() {
+        let policy = baton_policy::Config::default();
+        let roles = |roles: &[&str]| AuthConfig {
+            principals: roles
+                .iter()
+                .map(|r| PrincipalConfig {
+                    role: (*r).into(),
+                    token_env: Some("X".into()),
+                    ..Default::default()
+                })
+                .collect(),
+            insecure_allow_remote: false,
+        };
+        roles(&["bot:lead", "probe:buyer", "operator"])
+            .check_roles(&policy)
+            .unwrap();
+        let cases = [
+            (
+                vec!["bot:lead", "bot:ghost"],
+                "config key 'auth.principals[1].role' 'bot:ghost' names a bot that is not configured",
+            ),
+            (
+                vec!["probe:ghost"],
+                "config key 'auth.principals[0].role' 'probe:ghost' names a bot that is not configured",
+            ),
+            (
+                vec!["admin"],
+                "config key 'auth.principals[0].role' 'admin' must be bot:<id>, probe:<id> or operator",
+            ),
+        ];
+        for (list, expected) in cases {
+            let err = roles(&list).check_roles(&policy).unwrap_err();
+            assert_eq!(err.to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn a_refusal_echoes_a_short_prefix_of_the_claimed_bot() {
+        let caller = Caller::As(Role::Bot("lead".into()));
+        let claimed = "b".repeat(1 << 20);
+        let status = as_bot(&caller, &claimed).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            status.message(),
+            format!("a bot:lead token cannot act as bot '{}…'", "b".repeat(64))
+        );
     }
 }

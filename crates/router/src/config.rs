@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use baton_policy::Config as PolicyConfig;
+use baton_policy::config::duration;
+use baton_policy::{Config as PolicyConfig, ConfigError};
 
 use crate::auth::AuthConfig;
 use clap::Parser;
@@ -15,7 +16,11 @@ use serde::{Deserialize, Serialize};
 
 /// Baton router: decides when a contact moves from one bot to another.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "baton-router", version)]
+#[command(
+    name = "baton-router",
+    version,
+    after_help = "Intent models: `baton-router train --help` and `baton-router eval --help`."
+)]
 pub struct Args {
     /// TOML configuration file; every key is optional (see deploy/baton.toml).
     #[arg(long, env = "BATON_CONFIG")]
@@ -101,6 +106,24 @@ pub struct ServerConfig {
     pub rate_per_principal: f64,
     /// Calls a principal may make at once above its rate.
     pub rate_burst: f64,
+    /// HTTP/2 `MAX_CONCURRENT_STREAMS` advertised to each client: calls
+    /// (streams included) open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// A connection with no call open this long after its last one is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A connection that has not completed TLS and HTTP/2 and started a
+    /// call this long after it was accepted is closed.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// HTTP/2 keepalive pings this often: a peer that does not answer one
+    /// within 20s is gone, and its streams are closed.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// Failed authentications (missing or wrong token) allowed per client
+    /// address per minute; past it the address gets RESOURCE_EXHAUSTED,
+    /// whatever its token, until it earns tries back.
+    pub auth_failures_per_minute: u32,
     /// OTLP/gRPC endpoint for traces and metrics; none: nothing is exported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp_endpoint: Option<String>,
@@ -129,6 +152,11 @@ impl Default for ServerConfig {
             max_concurrent_per_connection: 256,
             rate_per_principal: 5000.0,
             rate_burst: 10000.0,
+            max_concurrent_streams: 100,
+            idle_timeout: Duration::from_secs(300),
+            handshake_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(60),
+            auth_failures_per_minute: 60,
             otlp_endpoint: None,
             metrics_interval: Duration::from_secs(15),
             stay_span_every: 100,
@@ -181,9 +209,13 @@ impl RouterConfig {
             Some(path) => read_table(path)?,
             None => toml::Table::new(),
         };
+        // Which keys the environment and `--set` gave, so that a bad value
+        // is blamed on what set it; the last setter wins, as in the table.
+        let mut origins: Vec<(String, String)> = Vec::new();
         for (name, value) in std::env::vars() {
             if let Some(key) = env_key(&name) {
                 set_key(&mut table, &key, &value).with_context(|| format!("environment {name}"))?;
+                origins.push((key, format!("environment variable {name}")));
             }
         }
         for item in &args.overrides {
@@ -192,8 +224,16 @@ impl RouterConfig {
             };
             set_key(&mut table, key.trim(), value.trim())
                 .with_context(|| format!("--set {item}"))?;
+            origins.push((key.trim().to_owned(), format!("--set {item}")));
         }
-        let mut config = Self::from_table(table)?;
+        Self::from_table(table)
+            .and_then(|config| config.with_flags(args))
+            .map_err(|e| blame(e, &origins))
+    }
+
+    /// Applies the named flags over the configuration, and checks it again.
+    fn with_flags(self, args: &Args) -> anyhow::Result<Self> {
+        let mut config = self;
         if let Some(listen) = args.listen {
             config.server.listen = listen;
         }
@@ -230,6 +270,11 @@ impl RouterConfig {
         Ok(config)
     }
 
+    /// Reads a configuration file alone: no environment, no flags.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        Self::from_table(read_table(path)?)
+    }
+
     /// Splits off `[server]`; every other section is the policy's. Both
     /// halves reject unknown keys.
     pub fn from_table(mut table: toml::Table) -> anyhow::Result<Self> {
@@ -253,9 +298,7 @@ impl RouterConfig {
         };
         let text = toml::to_string(&table).context("config")?;
         let policy = PolicyConfig::from_toml(&text)?;
-        if server.watch_buffer == 0 {
-            bail!("config key 'server.watch_buffer' must be above zero");
-        }
+        auth.check_roles(&policy)?;
         let config = Self {
             server,
             etcd,
@@ -269,6 +312,46 @@ impl RouterConfig {
 
     fn validate_server(&self) -> anyhow::Result<()> {
         let s = &self.server;
+        for (key, value, nonzero) in [
+            ("server.shutdown_grace", s.shutdown_grace, false),
+            ("server.purge_every", s.purge_every, true),
+            ("server.metrics_interval", s.metrics_interval, true),
+            ("server.idle_timeout", s.idle_timeout, true),
+            ("server.handshake_timeout", s.handshake_timeout, true),
+            ("server.keepalive_interval", s.keepalive_interval, true),
+        ] {
+            duration(key, value, nonzero)?;
+        }
+        // Each watcher's buffer is allocated up front (and the decision
+        // broadcast's too): a huge one must stop the router here, not later.
+        within("server.watch_buffer", s.watch_buffer, 1, MAX_WATCH_BUFFER)?;
+        within(
+            "server.max_concurrent_per_connection",
+            s.max_concurrent_per_connection,
+            1,
+            MAX_CONCURRENT_PER_CONNECTION,
+        )?;
+        within(
+            "server.max_request_bytes",
+            s.max_request_bytes,
+            1024,
+            MAX_REQUEST_BYTES,
+        )?;
+        within(
+            "server.max_concurrent_streams",
+            s.max_concurrent_streams as usize,
+            1,
+            MAX_CONCURRENT_STREAMS,
+        )?;
+        within(
+            "server.auth_failures_per_minute",
+            s.auth_failures_per_minute as usize,
+            1,
+            MAX_AUTH_FAILURES_PER_MINUTE,
+        )?;
+        if s.keepalive_interval < Duration::from_secs(1) {
+            return Err(invalid("server.keepalive_interval", "must be at least 1s").into());
+        }
         if s.tls_cert.is_some() != s.tls_key.is_some() {
             bail!("config keys 'server.tls_cert' and 'server.tls_key' go together");
         }
@@ -285,12 +368,6 @@ impl RouterConfig {
         }
         if s.stay_span_every == 0 {
             bail!("config key 'server.stay_span_every' must be at least 1");
-        }
-        if s.max_request_bytes < 1024 {
-            bail!("config key 'server.max_request_bytes' must be at least 1024");
-        }
-        if s.max_concurrent_per_connection == 0 {
-            bail!("config key 'server.max_concurrent_per_connection' must be above zero");
         }
         if !(s.rate_per_principal.is_finite() && s.rate_per_principal >= 0.0) {
             bail!("config key 'server.rate_per_principal' must be a number >= 0 (0 = no limit)");
@@ -315,16 +392,64 @@ impl RouterConfig {
             );
         }
         if e.session_ttl < Duration::from_secs(2) {
-            bail!("config key 'etcd.session_ttl' must be at least 2s (etcd's minimum lease)");
+            return Err(invalid(
+                "etcd.session_ttl",
+                "must be at least 2s (etcd's minimum lease)",
+            )
+            .into());
         }
-        if e.op_timeout.is_zero() || e.connect_timeout.is_zero() {
-            bail!("config keys 'etcd.op_timeout' and 'etcd.connect_timeout' must be above zero");
+        for (key, value) in [
+            ("etcd.session_ttl", e.session_ttl),
+            ("etcd.op_timeout", e.op_timeout),
+            ("etcd.connect_timeout", e.connect_timeout),
+        ] {
+            duration(key, value, true)?;
         }
         Ok(())
     }
 
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// Decisions buffered per watcher, at most.
+const MAX_WATCH_BUFFER: usize = 65_536;
+/// Calls in flight per connection, at most.
+const MAX_CONCURRENT_PER_CONNECTION: usize = 100_000;
+/// HTTP/2 streams per connection, at most.
+const MAX_CONCURRENT_STREAMS: usize = 100_000;
+/// Failed authentications per address per minute, at most.
+const MAX_AUTH_FAILURES_PER_MINUTE: usize = 1_000_000;
+/// The largest request message that may be allowed: 1 GiB.
+const MAX_REQUEST_BYTES: usize = 1 << 30;
+
+fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+/// A count that must lie in `min..=max`.
+fn within(key: &str, value: usize, min: usize, max: usize) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("{value} is not in {min}..={max}")))
+    }
+}
+
+/// Names the environment variable or `--set` that gave a refused key, when
+/// one did: the key alone would send an operator looking in the file.
+fn blame(error: anyhow::Error, origins: &[(String, String)]) -> anyhow::Error {
+    let key = match error.downcast_ref::<ConfigError>() {
+        Some(ConfigError::Invalid { key, .. }) => key.clone(),
+        _ => return error,
+    };
+    match origins.iter().rev().find(|(k, _)| *k == key) {
+        Some((_, origin)) => error.context(origin.clone()),
+        None => error,
     }
 }
 
@@ -451,6 +576,100 @@ mod tests {
         let c = RouterConfig::default();
         let table: toml::Table = c.to_toml().parse().unwrap();
         assert_eq!(RouterConfig::from_table(table).unwrap(), c);
+    }
+
+    #[test]
+    fn absurd_values_stop_the_router_naming_the_key() {
+        let cases = [
+            (
+                "server.watch_buffer=4611686018427387904",
+                "server.watch_buffer",
+            ),
+            ("server.watch_buffer=0", "server.watch_buffer"),
+            (
+                "server.max_concurrent_per_connection=4611686018427387904",
+                "server.max_concurrent_per_connection",
+            ),
+            (
+                "server.max_request_bytes=4611686018427387904",
+                "server.max_request_bytes",
+            ),
+            ("server.purge_every=0s", "server.purge_every"),
+            ("server.idle_timeout=0s", "server.idle_timeout"),
+            ("server.handshake_timeout=0s", "server.handshake_timeout"),
+            (
+                "server.handshake_timeout=1000000000y",
+                "server.handshake_timeout",
+            ),
+            (
+                "server.keepalive_interval=10ms",
+                "server.keepalive_interval",
+            ),
+            (
+                "server.max_concurrent_streams=0",
+                "server.max_concurrent_streams",
+            ),
+            (
+                "server.max_concurrent_streams=4294967295",
+                "server.max_concurrent_streams",
+            ),
+            (
+                "server.auth_failures_per_minute=0",
+                "server.auth_failures_per_minute",
+            ),
+            ("server.shutdown_grace=1000000000y", "server.shutdown_grace"),
+            ("etcd.op_timeout=1000000000y", "etcd.op_timeout"),
+            ("etcd.session_ttl=1000000000y", "etcd.session_ttl"),
+            ("policy.context_ttl=1000000000y", "policy.context_ttl"),
+            ("policy.decision_ttl=1000000000y", "policy.decision_ttl"),
+            ("policy.rate_window_long=0s", "policy.rate_window_long"),
+            ("health.defer_lock_attempts=0", "health.defer_lock_attempts"),
+            ("limits.message_bytes=0", "limits.message_bytes"),
+            ("limits.handoff_id_bytes=20", "limits.handoff_id_bytes"),
+        ];
+        for (set, key) in cases {
+            let err = RouterConfig::load(&args(&["--set", set])).unwrap_err();
+            let text = format!("{err:#}");
+            assert!(
+                text.starts_with(&format!("--set {set}: config key '{key}' ")),
+                "{set}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_key_is_blamed_on_what_set_it() {
+        let origins = vec![
+            (
+                "server.watch_buffer".to_owned(),
+                "environment variable BATON_SERVER__WATCH_BUFFER".to_owned(),
+            ),
+            (
+                "policy.threshold".to_owned(),
+                "--set policy.threshold=2".to_owned(),
+            ),
+        ];
+        let refused = |key: &str| anyhow::Error::from(invalid(key, "is wrong"));
+        assert_eq!(
+            format!("{:#}", blame(refused("server.watch_buffer"), &origins)),
+            "environment variable BATON_SERVER__WATCH_BUFFER: \
+             config key 'server.watch_buffer' is wrong"
+        );
+        // A key from the file is named alone.
+        assert_eq!(
+            format!("{:#}", blame(refused("server.purge_every"), &origins)),
+            "config key 'server.purge_every' is wrong"
+        );
+    }
+
+    #[test]
+    fn a_token_role_for_an_unknown_bot_stops_the_router() {
+        let text = "[[auth.principals]]\nrole = \"bot:ghost\"\ntoken_env = \"X\"\n";
+        let err = RouterConfig::from_table(text.parse().unwrap()).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "config key 'auth.principals[0].role' 'bot:ghost' names a bot that is not configured"
+        );
     }
 
     #[test]

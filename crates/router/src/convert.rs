@@ -1,10 +1,15 @@
-//! Between the wire (`baton.v1`) and the domain: validation on the way in
-//! (every error names its field; nothing is stored), plain mapping on the
-//! way out.
+//! Between the wire (`baton.v1`) and the domain. Every request is validated
+//! here and only here, against SPEC §2.1 and the configured limits: each
+//! error names its field and shows at most a short prefix of the value, and
+//! nothing is stored. Bytes that are not UTF-8 never get this far: the codec
+//! refuses them, naming the field (`baton_proto::codec`). The way out is
+//! plain mapping ([`out`]).
+
+mod out;
+mod text;
 
 use baton_policy::{
-    Budget, ContactState, ContextPacket, Decision, GateCheck, HealthReport, HistoryEntry, Outcome,
-    Policy, PropertyPreferences, Signal, Verdict,
+    BotIx, Budget, ContextPacket, HealthReport, Outcome, Policy, PropertyPreferences, Signal,
 };
 use baton_proto::v1 as pb;
 use prost::Message as _;
@@ -12,20 +17,14 @@ use prost::Message as _;
 use crate::engine::HandoffRequest;
 use crate::error::EngineError;
 
+pub use out::{
+    contact_out, context_out, decision_out, gates_out, handoff_out, record_out, report_out,
+    verdict_out,
+};
+pub use text::{ECHO_CHARS, echo, printable};
+
 fn invalid(field: &str, problem: impl std::fmt::Display) -> EngineError {
     EngineError::Invalid(format!("field '{field}' {problem}"))
-}
-
-/// Checks a contact id: 1..=max bytes of printable text.
-pub fn contact_id(policy: &Policy, id: &str) -> Result<(), EngineError> {
-    let max = policy.config().limits.contact_id_bytes;
-    if id.is_empty() || id.len() > max || id.chars().any(char::is_control) {
-        return Err(invalid(
-            "contact_id",
-            format!("must be 1..={max} bytes of printable text"),
-        ));
-    }
-    Ok(())
 }
 
 /// A size limit: "field 'message' is 9000 bytes, more than 8192".
@@ -40,6 +39,60 @@ fn at_most(field: &str, size: usize, max: usize, unit: &str) -> Result<(), Engin
     ))
 }
 
+/// An id or pattern: at most `max` bytes of printable text, and not empty
+/// when `required`.
+fn id_text(field: &str, value: &str, max: usize, required: bool) -> Result<(), EngineError> {
+    if value.is_empty() {
+        return if required {
+            Err(invalid(field, "is required"))
+        } else {
+            Ok(())
+        };
+    }
+    at_most(field, value.len(), max, "bytes")?;
+    match value.char_indices().find(|(_, c)| !printable(*c)) {
+        Some((at, c)) => Err(invalid(
+            field,
+            format!(
+                "must be printable text, has U+{:04X} at byte {at}",
+                u32::from(c)
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks a contact id: 1..=`limits.contact_id_bytes` bytes of printable text.
+pub fn contact_id(policy: &Policy, id: &str) -> Result<(), EngineError> {
+    id_text(
+        "contact_id",
+        id,
+        policy.config().limits.contact_id_bytes,
+        true,
+    )
+}
+
+/// Checks a handoff id a bot sends back: 1..=`limits.handoff_id_bytes`
+/// bytes of printable text.
+pub fn handoff_id(policy: &Policy, id: &str) -> Result<(), EngineError> {
+    id_text(
+        "handoff_id",
+        id,
+        policy.config().limits.handoff_id_bytes,
+        true,
+    )
+}
+
+/// A configured bot, named by field `field`.
+pub fn bot(policy: &Policy, field: &str, id: &str) -> Result<BotIx, EngineError> {
+    if id.is_empty() {
+        return Err(invalid(field, "is required"));
+    }
+    policy
+        .bot_ix(id)
+        .ok_or_else(|| invalid(field, format!("'{}' is not a configured bot", echo(id))))
+}
+
 fn finite(field: &str, value: f64) -> Result<f64, EngineError> {
     if value.is_finite() {
         Ok(value)
@@ -51,41 +104,31 @@ fn finite(field: &str, value: f64) -> Result<f64, EngineError> {
     }
 }
 
-/// Validates a `RequestHandoff` against SPEC §2.1 and the configured limits.
+/// Validates a `RequestHandoff`.
 pub fn handoff_request(
     policy: &Policy,
     req: pb::RequestHandoffRequest,
 ) -> Result<HandoffRequest, EngineError> {
     let limits = &policy.config().limits;
     contact_id(policy, &req.contact_id)?;
-    let source = policy.bot_ix(&req.source_bot).ok_or_else(|| {
-        invalid(
-            "source_bot",
-            format!("'{}' is not a configured bot", req.source_bot),
-        )
-    })?;
+    let source = bot(policy, "source_bot", &req.source_bot)?;
     at_most("message", req.message.len(), limits.message_bytes, "bytes")?;
     at_most("signals", req.signals.len(), limits.signals, "entries")?;
     let mut signals = Vec::with_capacity(req.signals.len());
     for (i, s) in req.signals.into_iter().enumerate() {
-        let target = policy.bot_ix(&s.target_bot).ok_or_else(|| {
-            invalid(
-                &format!("signals[{i}].target_bot"),
-                format!("'{}' is not a configured bot", s.target_bot),
-            )
-        })?;
+        let target = bot(policy, &format!("signals[{i}].target_bot"), &s.target_bot)?;
         if !(s.confidence.is_finite() && (0.0..=1.0).contains(&s.confidence)) {
             return Err(invalid(
                 &format!("signals[{i}].confidence"),
                 format!("must be a finite number in [0, 1], got {}", s.confidence),
             ));
         }
-        if s.pattern.len() > limits.request_id_bytes {
-            return Err(invalid(
-                &format!("signals[{i}].pattern"),
-                format!("is longer than {} bytes", limits.request_id_bytes),
-            ));
-        }
+        id_text(
+            &format!("signals[{i}].pattern"),
+            &s.pattern,
+            limits.pattern_bytes,
+            false,
+        )?;
         signals.push(Signal {
             target,
             confidence: s.confidence,
@@ -155,98 +198,36 @@ pub fn context_in(c: pb::ContextPacket) -> Result<ContextPacket, EngineError> {
     })
 }
 
-pub fn context_out(c: &ContextPacket) -> pb::ContextPacket {
-    pb::ContextPacket {
-        budget: c.budget.as_ref().map(|b| pb::Budget {
-            min: b.min,
-            max: b.max,
-            currency: b.currency.clone(),
-        }),
-        timeline: c.timeline.clone(),
-        property_preferences: c
-            .property_preferences
-            .as_ref()
-            .map(|p| pb::PropertyPreferences {
-                locations: p.locations.clone(),
-                property_types: p.property_types.clone(),
-                bedrooms_min: p.bedrooms_min,
-                bathrooms_min: p.bathrooms_min,
-                must_haves: p.must_haves.clone(),
-            }),
-        property_address: c.property_address.clone(),
-        temperature: c.temperature.clone(),
-        qualification_score: c.qualification_score,
-        conversation_summary: c.conversation_summary.clone(),
-        answered_questions: c.answered_questions.clone(),
-        pending_intents: c.pending_intents.clone(),
-        attributes: c.attributes.clone().into_iter().collect(),
+/// Validates a `GetContext`: a contact id, and the reading bot when named.
+pub fn get_context(policy: &Policy, req: &pb::GetContextRequest) -> Result<(), EngineError> {
+    contact_id(policy, &req.contact_id)?;
+    if !req.bot.is_empty() {
+        bot(policy, "bot", &req.bot)?;
     }
+    Ok(())
 }
 
-pub fn decision_out(d: Decision) -> pb::Decision {
-    match d {
-        Decision::Stay => pb::Decision::Stay,
-        Decision::Approved => pb::Decision::Approved,
-        Decision::EscalatedHuman => pb::Decision::EscalatedHuman,
-        Decision::BlockedCircular => pb::Decision::BlockedCircular,
-        Decision::RateLimited => pb::Decision::RateLimited,
-        Decision::DeferredUnhealthy => pb::Decision::DeferredUnhealthy,
-        Decision::ContactBusy => pb::Decision::ContactBusy,
-        Decision::NotOwner => pb::Decision::NotOwner,
+/// Validates an `AcknowledgeHandoff`: the handoff id and the acknowledging
+/// bot (the contact id is optional).
+pub fn acknowledge(
+    policy: &Policy,
+    req: &pb::AcknowledgeHandoffRequest,
+) -> Result<(), EngineError> {
+    if !req.contact_id.is_empty() {
+        contact_id(policy, &req.contact_id)?;
     }
+    handoff_id(policy, &req.handoff_id)?;
+    bot(policy, "bot", &req.bot)?;
+    Ok(())
 }
 
-pub fn gates_out(gates: &[GateCheck]) -> Vec<pb::GateCheck> {
-    gates
-        .iter()
-        .map(|g| pb::GateCheck {
-            gate: g.gate.clone(),
-            passed: g.passed,
-            detail: g.detail.clone(),
-        })
-        .collect()
-}
-
-pub fn verdict_out(v: Verdict, replayed: bool) -> pb::RequestHandoffResponse {
-    pb::RequestHandoffResponse {
-        decision: decision_out(v.decision) as i32,
-        target_bot: v.target,
-        confidence: v.confidence,
-        threshold: v.threshold,
-        reason: v.reason,
-        gates: gates_out(&v.gates),
-        handoff_id: v.handoff_id,
-        context: v.context.as_ref().map(context_out),
-        retry_after_ms: v.retry_after_ms,
-        pending_intents: v.pending_intents,
-        replayed,
-        pattern: v.pattern,
-    }
-}
-
-pub fn record_out(
-    contact_id: &str,
-    source: &str,
-    request_id: &str,
-    at: i64,
-    v: &Verdict,
-) -> pb::DecisionRecord {
-    pb::DecisionRecord {
-        decision: decision_out(v.decision) as i32,
-        contact_id: contact_id.to_owned(),
-        source_bot: source.to_owned(),
-        target_bot: v.target.clone(),
-        confidence: v.confidence,
-        threshold: v.threshold,
-        reason: v.reason.clone(),
-        gates: gates_out(&v.gates),
-        handoff_id: v.handoff_id.clone(),
-        retry_after_ms: v.retry_after_ms,
-        pending_intents: v.pending_intents.clone(),
-        pattern: v.pattern.clone(),
-        decided_at_unix_ms: at,
-        request_id: request_id.to_owned(),
-    }
+/// Validates a `RecordOutcome`; returns the outcome.
+pub fn record_outcome(
+    policy: &Policy,
+    req: &pb::RecordOutcomeRequest,
+) -> Result<Outcome, EngineError> {
+    handoff_id(policy, &req.handoff_id)?;
+    outcome_in(req.outcome)
 }
 
 pub fn outcome_in(value: i32) -> Result<Outcome, EngineError> {
@@ -262,65 +243,43 @@ pub fn outcome_in(value: i32) -> Result<Outcome, EngineError> {
     }
 }
 
-fn outcome_out(o: Option<Outcome>) -> pb::Outcome {
-    match o {
-        None => pb::Outcome::Unspecified,
-        Some(Outcome::Successful) => pb::Outcome::Successful,
-        Some(Outcome::Failed) => pb::Outcome::Failed,
-        Some(Outcome::Reverted) => pb::Outcome::Reverted,
-        Some(Outcome::Timeout) => pb::Outcome::Timeout,
-    }
+/// Validates a `WatchHandoffs`: the watching bot.
+pub fn watch_handoffs(
+    policy: &Policy,
+    req: &pb::WatchHandoffsRequest,
+) -> Result<BotIx, EngineError> {
+    bot(policy, "bot", &req.bot)
 }
 
-pub fn handoff_out(contact_id: &str, e: &HistoryEntry) -> pb::Handoff {
-    pb::Handoff {
-        handoff_id: e.handoff_id.clone(),
-        contact_id: contact_id.to_owned(),
-        source_bot: e.from.clone(),
-        target_bot: e.to.clone(),
-        pattern: e.pattern.clone(),
-        confidence: e.confidence,
-        approved_at_unix_ms: e.at,
-        acknowledged_at_unix_ms: e.acknowledged_at.unwrap_or(0),
-        outcome: outcome_out(e.outcome) as i32,
-        kind: e.kind.as_str().to_owned(),
-        reason: e.reason.clone(),
-    }
+/// Validates a `GetContact`.
+pub fn get_contact(policy: &Policy, req: &pb::GetContactRequest) -> Result<(), EngineError> {
+    contact_id(policy, &req.contact_id)
 }
 
-pub fn contact_out(
-    contact_id: &str,
-    c: &ContactState,
-    chain_depth: u32,
-    now: i64,
-) -> pb::GetContactResponse {
-    let live = c.live_context(now);
-    pb::GetContactResponse {
-        contact_id: contact_id.to_owned(),
-        owner: c.owner.clone(),
-        owner_since_unix_ms: c.owner_since,
-        chain_depth,
-        history: c
-            .history
-            .iter()
-            .map(|e| handoff_out(contact_id, e))
-            .collect(),
-        context: live.map(context_out),
-        context_expires_at_unix_ms: if live.is_some() {
-            c.context_expires_at
-        } else {
-            0
-        },
-        deferral: c.deferral.as_ref().map(|d| pb::Deferral {
-            source_bot: d.source.clone(),
-            target_bot: d.target.clone(),
-            deferred_at_unix_ms: d.deferred_at,
-            tries: d.tries,
-            status: d.status.as_str().to_owned(),
-            handoff_id: d.handoff_id.clone(),
-            detail: d.detail.clone(),
-        }),
+/// Validates a `ReleaseContact`: the contact, the bot that takes it, and a
+/// reason no longer than a message.
+pub fn release_contact(
+    policy: &Policy,
+    req: &pb::ReleaseContactRequest,
+) -> Result<(), EngineError> {
+    contact_id(policy, &req.contact_id)?;
+    bot(policy, "owner", &req.owner)?;
+    let max = policy.config().limits.message_bytes;
+    at_most("reason", req.reason.len(), max, "bytes")
+}
+
+/// Validates a `WatchDecisions`: each filter, when set.
+pub fn watch_decisions(
+    policy: &Policy,
+    req: &pb::WatchDecisionsRequest,
+) -> Result<(), EngineError> {
+    if !req.contact_id.is_empty() {
+        contact_id(policy, &req.contact_id)?;
     }
+    if !req.bot.is_empty() {
+        bot(policy, "bot", &req.bot)?;
+    }
+    Ok(())
 }
 
 /// Validates a probe's report: a configured bot, finite non-negative figures.
@@ -329,12 +288,7 @@ pub fn report_in(
     r: Option<pb::HealthReport>,
 ) -> Result<HealthReport, EngineError> {
     let r = r.ok_or_else(|| invalid("report", "is missing"))?;
-    if policy.bot_ix(&r.bot).is_none() {
-        return Err(invalid(
-            "report.bot",
-            format!("'{}' is not a configured bot", r.bot),
-        ));
-    }
+    bot(policy, "report.bot", &r.bot)?;
     for (field, v) in [
         ("report.p50_ms", r.p50_ms),
         ("report.p95_ms", r.p95_ms),
@@ -366,23 +320,14 @@ pub fn report_in(
     })
 }
 
-pub fn report_out(r: &HealthReport) -> pb::HealthReport {
-    pb::HealthReport {
-        bot: r.bot.clone(),
-        window_ms: r.window_ms,
-        sample_count: r.sample_count,
-        p50_ms: r.p50_ms,
-        p95_ms: r.p95_ms,
-        p99_ms: r.p99_ms,
-        error_rate: r.error_rate,
-        observed_at_unix_ms: r.observed_at,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use baton_policy::Config;
+
+    fn policy() -> Policy {
+        Policy::new(Config::default()).unwrap()
+    }
 
     fn request() -> pb::RequestHandoffRequest {
         pb::RequestHandoffRequest {
@@ -393,21 +338,27 @@ mod tests {
         }
     }
 
-    fn field_of(req: pb::RequestHandoffRequest) -> String {
-        let policy = Policy::new(Config::default()).unwrap();
-        match handoff_request(&policy, req) {
+    fn message<T: std::fmt::Debug>(result: Result<T, EngineError>) -> String {
+        match result {
             Err(EngineError::Invalid(m)) => m,
             other => panic!("expected invalid, got {other:?}"),
         }
     }
 
-    #[test]
-    fn every_bad_field_is_named() {
-        let sig = |target: &str, confidence| pb::Signal {
+    fn field_of(req: pb::RequestHandoffRequest) -> String {
+        message(handoff_request(&policy(), req))
+    }
+
+    fn sig(target: &str, confidence: f64) -> pb::Signal {
+        pb::Signal {
             target_bot: target.into(),
             confidence,
             pattern: String::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
         let cases: Vec<(pb::RequestHandoffRequest, &str)> = vec![
             (
                 pb::RequestHandoffRequest {
@@ -491,13 +442,252 @@ mod tests {
 
     #[test]
     fn limits_are_inclusive() {
-        let policy = Policy::new(Config::default()).unwrap();
         let ok = pb::RequestHandoffRequest {
             contact_id: "x".repeat(128),
             message: "m".repeat(8192),
             request_id: "r".repeat(128),
+            signals: vec![pb::Signal {
+                pattern: "p".repeat(128),
+                ..sig("buyer", 0.5)
+            }],
             ..request()
         };
-        assert!(handoff_request(&policy, ok).is_ok());
+        assert!(handoff_request(&policy(), ok).is_ok());
+    }
+
+    #[test]
+    fn ids_must_be_printable_and_spaces_are_fine() {
+        for bad in [
+            "a\u{202E}b",  // right-to-left override
+            "a\u{200B}b",  // zero-width space
+            "\u{FEFF}abc", // byte order mark
+            "a\u{2028}b",  // line separator
+            "a\u{2029}b",  // paragraph separator
+            "a\u{E000}b",  // private use
+            "a\u{FFFF}b",  // non-character
+            "a\u{1F}b",    // control
+        ] {
+            let msg = field_of(pb::RequestHandoffRequest {
+                contact_id: bad.into(),
+                ..request()
+            });
+            assert!(
+                msg.starts_with("field 'contact_id' must be printable text, has U+"),
+                "{bad:?}: {msg}"
+            );
+        }
+        let msg = field_of(pb::RequestHandoffRequest {
+            contact_id: "ab\u{202E}c".into(),
+            ..request()
+        });
+        assert_eq!(
+            msg,
+            "field 'contact_id' must be printable text, has U+202E at byte 2"
+        );
+        for good in ["lead 42", "José Núñez", "客户-7", "a\u{A0}b"] {
+            let req = pb::RequestHandoffRequest {
+                contact_id: good.into(),
+                ..request()
+            };
+            assert!(handoff_request(&policy(), req).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn patterns_are_bounded_and_printable() {
+        let with_pattern = |pattern: String| pb::RequestHandoffRequest {
+            signals: vec![pb::Signal {
+                pattern,
+                ..sig("buyer", 0.9)
+            }],
+            ..request()
+        };
+        assert_eq!(
+            field_of(with_pattern("p".repeat(129))),
+            "field 'signals[0].pattern' is 129 bytes, more than 128"
+        );
+        assert!(
+            field_of(with_pattern("a\u{1F}b".into()))
+                .starts_with("field 'signals[0].pattern' must be printable text")
+        );
+        let mut config = Config::default();
+        config.limits.pattern_bytes = 8;
+        let policy = Policy::new(config).unwrap();
+        let msg = message(handoff_request(&policy, with_pattern("p".repeat(9))));
+        assert_eq!(msg, "field 'signals[0].pattern' is 9 bytes, more than 8");
+    }
+
+    #[test]
+    fn handoff_ids_are_bounded_for_every_rpc_that_takes_one() {
+        let p = policy();
+        let id = |n: usize| "h".repeat(n);
+        let outcome = |handoff_id: String| pb::RecordOutcomeRequest {
+            handoff_id,
+            outcome: pb::Outcome::Successful as i32,
+        };
+        let ack = |handoff_id: String| pb::AcknowledgeHandoffRequest {
+            handoff_id,
+            bot: "buyer".into(),
+            ..Default::default()
+        };
+        let too_long = "field 'handoff_id' is 193 bytes, more than 192";
+        assert_eq!(message(record_outcome(&p, &outcome(id(193)))), too_long);
+        assert_eq!(message(acknowledge(&p, &ack(id(193)))), too_long);
+        assert_eq!(
+            message(acknowledge(&p, &ack(String::new()))),
+            "field 'handoff_id' is required"
+        );
+        assert_eq!(
+            record_outcome(&p, &outcome(id(192))).unwrap(),
+            Outcome::Successful
+        );
+        acknowledge(&p, &ack(id(192))).unwrap();
+        // The router's own ids fit: a UUID, ':' and the longest contact id.
+        let own = format!("{}:{}", "u".repeat(36), "c".repeat(128));
+        acknowledge(&p, &ack(own)).unwrap();
+    }
+
+    #[test]
+    fn every_request_is_validated_here() {
+        let p = policy();
+        let long = "x".repeat(1 << 20);
+        let cases: Vec<(String, &str)> = vec![
+            (
+                message(get_context(
+                    &p,
+                    &pb::GetContextRequest {
+                        contact_id: "a\u{200B}".into(),
+                        bot: "buyer".into(),
+                    },
+                )),
+                "field 'contact_id'",
+            ),
+            (
+                message(get_context(
+                    &p,
+                    &pb::GetContextRequest {
+                        contact_id: "c".into(),
+                        bot: long.clone(),
+                    },
+                )),
+                "field 'bot'",
+            ),
+            (
+                message(acknowledge(
+                    &p,
+                    &pb::AcknowledgeHandoffRequest {
+                        contact_id: String::new(),
+                        handoff_id: "h".into(),
+                        bot: String::new(),
+                    },
+                )),
+                "field 'bot' is required",
+            ),
+            (
+                message(record_outcome(
+                    &p,
+                    &pb::RecordOutcomeRequest {
+                        handoff_id: "h".into(),
+                        outcome: 0,
+                    },
+                )),
+                "field 'outcome'",
+            ),
+            (
+                message(watch_handoffs(
+                    &p,
+                    &pb::WatchHandoffsRequest { bot: long.clone() },
+                )),
+                "field 'bot'",
+            ),
+            (
+                message(get_contact(
+                    &p,
+                    &pb::GetContactRequest {
+                        contact_id: long.clone(),
+                    },
+                )),
+                "field 'contact_id' is 1048576 bytes, more than 128",
+            ),
+            (
+                message(release_contact(
+                    &p,
+                    &pb::ReleaseContactRequest {
+                        contact_id: "c".into(),
+                        owner: "ghost".into(),
+                        reason: String::new(),
+                    },
+                )),
+                "field 'owner' 'ghost' is not a configured bot",
+            ),
+            (
+                message(release_contact(
+                    &p,
+                    &pb::ReleaseContactRequest {
+                        contact_id: "c".into(),
+                        owner: "buyer".into(),
+                        reason: long.clone(),
+                    },
+                )),
+                "field 'reason'",
+            ),
+            (
+                message(watch_decisions(
+                    &p,
+                    &pb::WatchDecisionsRequest {
+                        contact_id: "a\u{2029}".into(),
+                        ..Default::default()
+                    },
+                )),
+                "field 'contact_id'",
+            ),
+            (
+                message(report_in(
+                    &p,
+                    Some(pb::HealthReport {
+                        bot: long.clone(),
+                        ..Default::default()
+                    }),
+                )),
+                "field 'report.bot'",
+            ),
+        ];
+        for (msg, expected) in cases {
+            assert!(msg.starts_with(expected), "{msg}");
+            assert!(msg.len() < 300, "echoes too much: {} bytes", msg.len());
+        }
+        // Filters left empty are not errors.
+        watch_decisions(&p, &pb::WatchDecisionsRequest::default()).unwrap();
+        get_context(
+            &p,
+            &pb::GetContextRequest {
+                contact_id: "c".into(),
+                bot: String::new(),
+            },
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn error_messages_echo_a_short_prefix_only() {
+        let msg = field_of(pb::RequestHandoffRequest {
+            source_bot: "g".repeat(1 << 20),
+            ..request()
+        });
+        assert_eq!(
+            msg,
+            format!(
+                "field 'source_bot' '{}…' is not a configured bot",
+                "g".repeat(ECHO_CHARS)
+            )
+        );
+        let msg = field_of(pb::RequestHandoffRequest {
+            signals: vec![sig("\u{202E}tsohg", 0.5)],
+            ..request()
+        });
+        assert_eq!(
+            msg,
+            "field 'signals[0].target_bot' '\\u{202e}tsohg' is not a configured bot"
+        );
     }
 }

@@ -13,8 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use baton_policy::gates::{self, Failure};
 use baton_policy::{
     Assessment, BotIx, ContactState, ContextPacket, Decision, Deferral, DeferralStatus, EntryKind,
-    GateCheck, GateInput, HUMAN, HealthReport, HealthStatus, Learned, Message, Next, Outcome,
-    OutcomeWindow, Policy, Signal, UnixMs, Verdict, assess_health, ms,
+    GateCheck, GateInput, HUMAN, HealthReport, HealthStatus, Learned, Message, Next, OutcomeWindow,
+    Policy, Signal, UnixMs, Verdict, assess_health, ms,
 };
 use baton_store::{
     Commit, DeferredChange, RouteKey, Store, StoreError, StoreEvent, StoredDecision,
@@ -285,15 +285,18 @@ impl Engine {
         .await
     }
 
+    /// The decision's span, a child of the call's SERVER span. Attributes
+    /// are namespaced `baton.*` (why not `gen_ai.*`: see [`crate::telemetry`]).
     fn decision_span(&self, req: &HandoffRequest) -> tracing::Span {
         info_span!(
             "decision",
-            contact = %req.contact_id,
-            source = self.policy.bot_id(req.source),
-            target = tracing::field::Empty,
-            decision = tracing::field::Empty,
-            gate = tracing::field::Empty,
-            lock_wait_ms = tracing::field::Empty,
+            baton.contact_id = %req.contact_id,
+            baton.source_bot = self.policy.bot_id(req.source),
+            baton.target_bot = tracing::field::Empty,
+            baton.decision = tracing::field::Empty,
+            baton.gate = tracing::field::Empty,
+            baton.handoff_id = tracing::field::Empty,
+            baton.lock_wait_ms = tracing::field::Empty,
         )
     }
 
@@ -335,7 +338,7 @@ impl Engine {
         let locked = locking.instrument(info_span!("store.lock")).await;
         let waited = waiting.elapsed();
         self.metrics.lock_waited(waited);
-        tracing::Span::current().record("lock_wait_ms", waited.as_secs_f64() * 1000.0);
+        tracing::Span::current().record("baton.lock_wait_ms", waited.as_secs_f64() * 1000.0);
         let lock = match locked {
             Ok(lock) => lock,
             Err(StoreError::Busy(_)) => {
@@ -508,58 +511,6 @@ impl Engine {
         let _ = self.events.send(Arc::new(event));
     }
 
-    /// The contact's state; `None` when no handoff ever touched it.
-    pub async fn contact(&self, contact_id: &str) -> Result<ContactState, EngineError> {
-        self.store
-            .contact(contact_id)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(format!("contact '{contact_id}'")))
-    }
-
-    /// The context packet for the owner bot (`bot` empty: for anyone).
-    pub async fn context(&self, contact_id: &str, bot: &str) -> Result<ContactState, EngineError> {
-        let contact = self.contact(contact_id).await?;
-        if !bot.is_empty() && contact.owner != bot {
-            return Err(EngineError::FailedPrecondition(format!(
-                "bot '{bot}' does not own contact '{contact_id}' (owner '{}')",
-                contact.owner
-            )));
-        }
-        Ok(contact)
-    }
-
-    pub async fn acknowledge(
-        &self,
-        handoff_id: &str,
-        bot: &str,
-    ) -> Result<baton_store::Acknowledged, EngineError> {
-        Ok(self.store.acknowledge(handoff_id, bot, now_ms()).await?)
-    }
-
-    /// Records an outcome and returns the route's threshold after it.
-    pub async fn record_outcome(
-        &self,
-        handoff_id: &str,
-        outcome: Outcome,
-    ) -> Result<(RouteKey, f64, bool), EngineError> {
-        let recorded = self
-            .store
-            .record_outcome(handoff_id, outcome, &self.policy.config().learning)
-            .await?;
-        let threshold = self.learn(&recorded.key, recorded.window);
-        if recorded.recorded {
-            let name = match outcome {
-                Outcome::Successful => "SUCCESSFUL",
-                Outcome::Failed => "FAILED",
-                Outcome::Reverted => "REVERTED",
-                Outcome::Timeout => "TIMEOUT",
-            };
-            self.metrics.outcome(name, recorded.key.route());
-        }
-        info!(handoff = handoff_id, route = %recorded.key.route(), pattern = %recorded.key.pattern, threshold, "outcome recorded");
-        Ok((recorded.key, threshold, recorded.recorded))
-    }
-
     /// Puts a window into the cache; returns the route's threshold with it.
     fn learn(&self, key: &RouteKey, window: OutcomeWindow) -> f64 {
         let (Some(s), Some(t)) = (
@@ -635,7 +586,11 @@ impl Engine {
         let healthy = matches!(status, HealthStatus::Healthy(_));
         if healthy && !self.healthy[ix].swap(true, Ordering::SeqCst) {
             let engine = Arc::clone(self);
-            let span = info_span!("deferred", target = self.policy.bot_id(ix));
+            // Its own trace, linked to the report that set it off: that
+            // report's call is a probe's stream, open for days.
+            let span =
+                info_span!(parent: None, "deferred", baton.target_bot = self.policy.bot_id(ix));
+            span.follows_from(tracing::Span::current());
             tokio::spawn(async move { engine.retry_deferred(ix).await }.instrument(span));
         } else if !healthy {
             self.healthy[ix].store(false, Ordering::SeqCst);
@@ -654,9 +609,10 @@ impl Engine {
         };
         for (contact_id, _) in waiting.into_iter().filter(|(_, t)| t == target) {
             // A live request may hold the contact for a moment: a few tries.
-            for attempt in 0..3 {
+            let attempts = self.policy.config().health.defer_lock_attempts;
+            for attempt in 0..attempts {
                 match self.retry_one(&contact_id).await {
-                    Err(EngineError::Store(StoreError::Busy(_))) if attempt < 2 => {
+                    Err(EngineError::Store(StoreError::Busy(_))) if attempt + 1 < attempts => {
                         tokio::time::sleep(self.policy.config().policy.lock_wait).await;
                     }
                     Err(e) => {
@@ -870,21 +826,29 @@ fn new_handoff_id(contact_id: &str) -> String {
     format!("{}:{contact_id}", uuid::Uuid::now_v7())
 }
 
-/// Puts the decision's outcome on its span: target, decision, the gate that decided.
+/// Puts the decision's outcome on its span: target, decision, handoff id,
+/// and `baton.gate`, the check that refused (threshold, lock, ownership,
+/// depth, …). A decision no check refused (APPROVED, a STAY without any
+/// intent) has no `baton.gate`: "none" would read as a gate of that name.
 fn record(span: &tracing::Span, v: &Verdict) {
-    span.record("target", v.target.as_str());
-    span.record("decision", v.decision.as_str());
-    let gate = v
-        .gates
-        .iter()
-        .find(|g| !g.passed)
-        .map_or("none", |g| g.gate.as_str());
-    span.record("gate", gate);
+    if !v.target.is_empty() {
+        span.record("baton.target_bot", v.target.as_str());
+    }
+    span.record("baton.decision", v.decision.as_str());
+    if let Some(refused) = v.gates.iter().find(|g| !g.passed) {
+        span.record("baton.gate", refused.gate.as_str());
+    }
+    if !v.handoff_id.is_empty() {
+        span.record("baton.handoff_id", v.handoff_id.as_str());
+    }
 }
 
 fn decision_index(d: Decision) -> usize {
     Decision::ALL.iter().position(|x| *x == d).unwrap_or(0)
 }
 
+mod queries;
 #[cfg(test)]
 mod tests;
+
+pub use queries::Viewer;

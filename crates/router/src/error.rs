@@ -1,5 +1,7 @@
 //! The router's one error type, and its mapping to gRPC status codes: the
-//! only place a status code is chosen.
+//! only place a status code is chosen. (Bytes that do not even decode are
+//! refused before any handler runs, by `baton_proto::codec`, as
+//! `INVALID_ARGUMENT` too.)
 
 use baton_store::StoreError;
 use tonic::{Code, Status};
@@ -13,6 +15,10 @@ pub enum EngineError {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller may not see or change this; the message says nothing
+    /// about whether it exists.
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("{0}")]
     Busy(String),
     #[error(transparent)]
@@ -25,6 +31,7 @@ impl From<EngineError> for Status {
             EngineError::Invalid(_) => Code::InvalidArgument,
             EngineError::NotFound(_) => Code::NotFound,
             EngineError::FailedPrecondition(_) => Code::FailedPrecondition,
+            EngineError::PermissionDenied(_) => Code::PermissionDenied,
             EngineError::Busy(_) => Code::Unavailable,
             EngineError::Store(s) => match s {
                 StoreError::Busy(_) | StoreError::Unavailable(_) => Code::Unavailable,

@@ -9,8 +9,8 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::engine::Engine;
-use crate::error::EngineError;
+use crate::auth::{Caller, Role};
+use crate::engine::{Engine, Viewer};
 use crate::stream::forward;
 use crate::{auth, convert};
 
@@ -20,11 +20,30 @@ pub struct HandoffApi {
     pub watch_buffer: usize,
 }
 
-fn required(field: &str, value: &str) -> Result<(), Status> {
-    if value.is_empty() {
-        return Err(EngineError::Invalid(format!("field '{field}' is required")).into());
+/// Who reads a contact through `GetContext`. The `bot` field, when set,
+/// names the reading bot and the token must be that bot's; left empty, only
+/// an operator (or any caller of a router without tokens) may read, and
+/// sees every contact.
+fn context_reader<'a>(caller: &Caller, bot: &'a str) -> Result<Viewer<'a>, Status> {
+    match caller {
+        Caller::Open | Caller::As(Role::Operator) if bot.is_empty() => Ok(Viewer::Operator),
+        _ => {
+            auth::as_bot(caller, bot)?;
+            Ok(Viewer::Bot(bot))
+        }
     }
-    Ok(())
+}
+
+/// Who records an outcome. `RecordOutcomeRequest` names no bot, so a bot
+/// is known only by its token; without tokens every caller is trusted as
+/// an operator is (the router then listens on loopback only, SPEC §6, and a
+/// bot named in the request would be a claim anyone could make).
+fn outcome_recorder(caller: &Caller) -> Result<Viewer<'_>, Status> {
+    auth::any_bot(caller)?;
+    Ok(match caller {
+        Caller::As(Role::Bot(bot)) => Viewer::Bot(bot),
+        _ => Viewer::Operator,
+    })
 }
 
 #[tonic::async_trait]
@@ -46,10 +65,11 @@ impl HandoffService for HandoffApi {
         &self,
         request: Request<GetContextRequest>,
     ) -> Result<Response<GetContextResponse>, Status> {
-        auth::as_bot(&auth::caller(&request), &request.get_ref().bot)?;
+        let caller = auth::caller(&request);
         let req = request.into_inner();
-        convert::contact_id(self.engine.policy(), &req.contact_id)?;
-        let contact = self.engine.context(&req.contact_id, &req.bot).await?;
+        let reader = context_reader(&caller, &req.bot)?;
+        convert::get_context(self.engine.policy(), &req)?;
+        let contact = self.engine.context(&req.contact_id, reader).await?;
         let now = crate::engine::now_ms();
         let live = contact.live_context(now);
         Ok(Response::new(GetContextResponse {
@@ -71,8 +91,7 @@ impl HandoffService for HandoffApi {
     ) -> Result<Response<AcknowledgeHandoffResponse>, Status> {
         auth::as_bot(&auth::caller(&request), &request.get_ref().bot)?;
         let req = request.into_inner();
-        required("handoff_id", &req.handoff_id)?;
-        required("bot", &req.bot)?;
+        convert::acknowledge(self.engine.policy(), &req)?;
         let ack = self.engine.acknowledge(&req.handoff_id, &req.bot).await?;
         Ok(Response::new(AcknowledgeHandoffResponse {
             acknowledged_at_unix_ms: ack.at,
@@ -84,12 +103,14 @@ impl HandoffService for HandoffApi {
         &self,
         request: Request<RecordOutcomeRequest>,
     ) -> Result<Response<RecordOutcomeResponse>, Status> {
-        auth::any_bot(&auth::caller(&request))?;
+        let caller = auth::caller(&request);
+        let recorder = outcome_recorder(&caller)?;
         let req = request.into_inner();
-        required("handoff_id", &req.handoff_id)?;
-        let outcome = convert::outcome_in(req.outcome)?;
-        let (key, threshold, recorded) =
-            self.engine.record_outcome(&req.handoff_id, outcome).await?;
+        let outcome = convert::record_outcome(self.engine.policy(), &req)?;
+        let (key, threshold, recorded) = self
+            .engine
+            .record_outcome(&req.handoff_id, outcome, recorder)
+            .await?;
         Ok(Response::new(RecordOutcomeResponse {
             route: key.route(),
             pattern: key.pattern,
@@ -105,13 +126,9 @@ impl HandoffService for HandoffApi {
         request: Request<WatchHandoffsRequest>,
     ) -> Result<Response<Self::WatchHandoffsStream>, Status> {
         auth::as_bot(&auth::caller(&request), &request.get_ref().bot)?;
-        let bot = request.into_inner().bot;
-        if self.engine.policy().bot_ix(&bot).is_none() {
-            return Err(EngineError::Invalid(format!(
-                "field 'bot': '{bot}' is not a configured bot"
-            ))
-            .into());
-        }
+        let req = request.into_inner();
+        convert::watch_handoffs(self.engine.policy(), &req)?;
+        let bot = req.bot;
         let stream = forward(
             self.engine.subscribe(),
             self.shutdown.clone(),

@@ -1,28 +1,31 @@
 //! Puts the router together: store, engine, the three Baton services,
 //! reflection (v1 and v1alpha), `grpc.health.v1`, and a graceful drain.
+//!
+//! Connections are accepted and bounded by [`conn`]; the middleware
+//! (call counting, spans, tokens and limits) are tower layers in [`layers`].
+
+mod conn;
+mod layers;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
-use baton_policy::Policy;
 use baton_proto::v1::admin_service_server::AdminServiceServer;
 use baton_proto::v1::handoff_service_server::HandoffServiceServer;
 use baton_proto::v1::health_service_server::HealthServiceServer;
 use baton_store::{EmbeddedStore, EtcdOptions, EtcdStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 
 use crate::admin::{AdminApi, HealthApi};
-use crate::auth::{Auth, Interceptor, RateLimit};
+use crate::auth::{Auth, FailureLimit, RateLimit};
 use crate::config::RouterConfig;
 use crate::engine::Engine;
 use crate::handoff::HandoffApi;
+use crate::telemetry::RpcSpanLayer;
 
 /// Opens the configured store: etcd, the embedded file, or memory only.
 pub async fn open_store(config: &RouterConfig) -> anyhow::Result<Arc<dyn Store>> {
@@ -58,7 +61,7 @@ pub async fn open_store(config: &RouterConfig) -> anyhow::Result<Arc<dyn Store>>
 
 /// Builds the engine over `store` with the configured policy.
 pub async fn engine(config: &RouterConfig, store: Arc<dyn Store>) -> anyhow::Result<Arc<Engine>> {
-    let policy = Policy::new(config.policy.clone())?;
+    let policy = crate::model::policy(&config.policy)?;
     let engine = Engine::new(policy, store, config.server.watch_buffer)
         .await
         .context("cannot load state from the store")?
@@ -84,12 +87,19 @@ pub async fn serve(
         per_second: s.rate_per_principal,
         burst: s.rate_burst,
     });
-    let auth = Arc::new(Auth::from_config(&config.auth, rate)?);
+    let failures = Some(FailureLimit {
+        per_minute: s.auth_failures_per_minute,
+    });
+    let auth = Arc::new(Auth::from_config(&config.auth, rate)?.with_failure_limit(failures));
+    let tls = s.tls_cert.is_some();
     if auth.enabled() {
         info!(
             principals = config.auth.principals.len(),
             "bearer tokens required"
         );
+        if !tls && !addr.ip().is_loopback() {
+            warn!(%addr, "bearer tokens travel in clear text beyond loopback: serve TLS (--tls-cert, --tls-key)");
+        }
     } else if addr.ip().is_loopback() {
         warn!(%addr, "no tokens configured: listening on loopback only");
     } else if config.auth.insecure_allow_remote {
@@ -100,8 +110,11 @@ pub async fn serve(
              listen on loopback, or pass --insecure-allow-remote"
         );
     }
-    let mut builder =
-        Server::builder().concurrency_limit_per_connection(s.max_concurrent_per_connection);
+    let mut builder = Server::builder()
+        .concurrency_limit_per_connection(s.max_concurrent_per_connection)
+        .max_concurrent_streams(s.max_concurrent_streams)
+        .http2_keepalive_interval(Some(s.keepalive_interval))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
     if let (Some(cert), Some(key)) = (&s.tls_cert, &s.tls_key) {
         let read = |p: &std::path::PathBuf| {
             std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
@@ -117,7 +130,6 @@ pub async fn serve(
         );
     }
     let max = s.max_request_bytes;
-    let intercept = Interceptor(Arc::clone(&auth));
     let (stop_tx, stop_rx) = watch::channel(false);
     let buffer = config.server.watch_buffer;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -157,26 +169,27 @@ pub async fn serve(
     let probes = HealthApi {
         engine: Arc::clone(&engine),
     };
-    // Small unary calls: Nagle's algorithm would only add latency.
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|stream| {
-            let _ = stream.set_nodelay(true);
-        })
-    });
+    let connections = Arc::new(conn::Connections::default());
+    let timeouts = conn::Timeouts {
+        handshake: s.handshake_timeout,
+        idle: s.idle_timeout,
+    };
+    let incoming = conn::accept(
+        listener,
+        Arc::clone(&connections),
+        timeouts,
+        stop_rx.clone(),
+    );
     let mut drained = stop_rx.clone();
+    // A SERVER span per call, parent of the decision span, when spans are exported.
+    let spans = RpcSpanLayer::new(config.server.otlp_endpoint.is_some());
     let server = builder
-        .add_service(InterceptedService::new(
-            HandoffServiceServer::new(handoff).max_decoding_message_size(max),
-            intercept.clone(),
-        ))
-        .add_service(InterceptedService::new(
-            AdminServiceServer::new(admin).max_decoding_message_size(max),
-            intercept.clone(),
-        ))
-        .add_service(InterceptedService::new(
-            HealthServiceServer::new(probes).max_decoding_message_size(max),
-            intercept,
-        ))
+        .layer(layers::CallsLayer::new(Arc::clone(&connections)))
+        .layer(spans)
+        .layer(layers::AuthLayer::new(Arc::clone(&auth)))
+        .add_service(HandoffServiceServer::new(handoff).max_decoding_message_size(max))
+        .add_service(AdminServiceServer::new(admin).max_decoding_message_size(max))
+        .add_service(HealthServiceServer::new(probes).max_decoding_message_size(max))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -198,7 +211,7 @@ pub async fn serve(
     let result = match tokio::time::timeout(grace, &mut server).await {
         Ok(result) => result.context("server failed while draining"),
         Err(_) => {
-            warn!(grace = ?grace, "grace period over with calls in flight");
+            warn!(grace = ?grace, connections = connections.len(), "grace period over with calls in flight");
             Ok(())
         }
     };
@@ -206,6 +219,9 @@ pub async fn serve(
     info!("stopped");
     result
 }
+
+/// How long a keepalive ping may go unanswered before the peer counts as gone.
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 fn spawn_purge(
     engine: Arc<Engine>,

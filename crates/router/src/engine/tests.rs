@@ -2,9 +2,10 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use baton_policy::{Config, DeferralStatus, HealthReport, LearningConfig};
+use baton_policy::{Config, DeferralStatus, HealthReport, LearningConfig, Outcome};
 use baton_store::{Acknowledged, ContactLock, EmbeddedStore, Loaded, OutcomeRecorded};
 
+use super::queries::{NOT_YOUR_CONTACT, NOT_YOUR_HANDOFF, NOT_YOUR_OUTCOME};
 use super::*;
 
 /// Counts every call that reaches the store.
@@ -245,7 +246,10 @@ async fn nine_of_ten_successful_outcomes_let_a_0_66_signal_through() {
         } else {
             Outcome::Successful
         };
-        let (key, threshold, recorded) = engine.record_outcome(id, outcome).await.unwrap();
+        let (key, threshold, recorded) = engine
+            .record_outcome(id, outcome, Viewer::Bot("seller"))
+            .await
+            .unwrap();
         assert!(recorded);
         assert_eq!(key.route(), "lead>seller");
         assert_eq!(threshold, if i == 9 { 0.65 } else { 0.7 });
@@ -367,4 +371,154 @@ async fn a_deferred_handoff_is_tried_at_most_three_times() {
     }
     assert!(engine.store.deferred().await.unwrap().is_empty());
     assert_eq!(engine.contact("c1").await.unwrap().owner, "lead");
+}
+
+/// Approves a lead → seller handoff of `contact`; its handoff id.
+async fn lead_to_seller(engine: &Engine, contact: &str) -> String {
+    let d = engine
+        .decide(request(engine, contact, "lead", "I want to sell my house"))
+        .await
+        .unwrap();
+    assert_eq!(d.verdict.decision, Decision::Approved);
+    d.verdict.handoff_id
+}
+
+/// The status a caller sees: code and message.
+fn answer<T: std::fmt::Debug>(result: Result<T, EngineError>) -> (tonic::Code, String) {
+    let status = tonic::Status::from(result.unwrap_err());
+    (status.code(), status.message().to_owned())
+}
+
+#[tokio::test]
+async fn only_the_handoffs_bots_or_an_operator_record_its_outcome() {
+    let (engine, _) = engine().await;
+    let [h1, h2, h3] = [
+        lead_to_seller(&engine, "c1").await,
+        lead_to_seller(&engine, "c2").await,
+        lead_to_seller(&engine, "c3").await,
+    ];
+    // A bot outside the route cannot record, and nothing is learned.
+    for h in [&h1, &h2, &h3] {
+        let refused = engine
+            .record_outcome(h, Outcome::Failed, Viewer::Bot("buyer"))
+            .await;
+        assert_eq!(
+            answer(refused),
+            (tonic::Code::PermissionDenied, NOT_YOUR_OUTCOME.to_owned())
+        );
+    }
+    assert_eq!(engine.learned_thresholds(), vec![]);
+    for contact in ["c1", "c2", "c3"] {
+        let history = engine.contact(contact).await.unwrap().history;
+        assert_eq!(history[0].outcome, None, "{contact}");
+    }
+    // The source, the target and an operator can, once per handoff.
+    let recorders = [
+        (&h1, Viewer::Bot("lead")),
+        (&h2, Viewer::Bot("seller")),
+        (&h3, Viewer::Operator),
+    ];
+    for (h, viewer) in recorders {
+        let (key, threshold, recorded) = engine
+            .record_outcome(h, Outcome::Successful, viewer)
+            .await
+            .unwrap();
+        assert_eq!(
+            (key.route().as_str(), threshold, recorded),
+            ("lead>seller", 0.7, true),
+            "{viewer:?}"
+        );
+    }
+    let again = engine
+        .record_outcome(&h1, Outcome::Failed, Viewer::Bot("seller"))
+        .await
+        .unwrap();
+    assert!(!again.2);
+    let refused = engine
+        .record_outcome(&h1, Outcome::Failed, Viewer::Bot("buyer"))
+        .await;
+    assert_eq!(answer(refused).0, tonic::Code::PermissionDenied);
+    let learned = engine.learned_thresholds();
+    assert_eq!(
+        learned
+            .iter()
+            .map(|t| (t.key.route(), t.outcomes, t.successes))
+            .collect::<Vec<_>>(),
+        vec![("lead>seller".to_owned(), 3, 3)]
+    );
+    let outcome = engine.contact("c1").await.unwrap().history[0].outcome;
+    assert_eq!(outcome, Some(Outcome::Successful));
+}
+
+#[tokio::test]
+async fn a_bot_is_told_the_same_of_others_contacts_as_of_contacts_that_do_not_exist() {
+    let (engine, _) = engine().await;
+    // Asked before the contact exists, and after it went to the seller.
+    let before = answer(engine.context("c1", Viewer::Bot("buyer")).await);
+    let h = lead_to_seller(&engine, "c1").await;
+    let (uuid, _) = h.split_once(':').unwrap();
+    let other_uuid = uuid::Uuid::now_v7();
+    assert_ne!(other_uuid.to_string(), uuid);
+    let unknown_handoffs = [
+        format!("{other_uuid}:c1"), // the contact exists, the handoff does not
+        h.replace(":c1", ":c2"),    // no such contact
+        "not-a-handoff-id".to_owned(),
+    ];
+
+    assert_eq!(
+        before,
+        (tonic::Code::PermissionDenied, NOT_YOUR_CONTACT.to_owned())
+    );
+    for bot in ["buyer", "lead"] {
+        let after = answer(engine.context("c1", Viewer::Bot(bot)).await);
+        assert_eq!(after, before, "{bot}");
+    }
+    assert!(!before.1.contains("seller"), "{}", before.1);
+    let owner = engine.context("c1", Viewer::Bot("seller")).await.unwrap();
+    assert_eq!(owner.owner, "seller");
+    // Operators see everything, and are told what does not exist.
+    assert_eq!(
+        engine.context("c1", Viewer::Operator).await.unwrap().owner,
+        "seller"
+    );
+    assert_eq!(
+        answer(engine.context("c2", Viewer::Operator).await),
+        (tonic::Code::NotFound, "contact 'c2' not found".to_owned())
+    );
+
+    // Acknowledging: only the target, and the real target goes unnamed.
+    let expected = (tonic::Code::PermissionDenied, NOT_YOUR_HANDOFF.to_owned());
+    assert_eq!(answer(engine.acknowledge(&h, "lead").await), expected);
+    for id in &unknown_handoffs {
+        assert_eq!(
+            answer(engine.acknowledge(id, "lead").await),
+            expected,
+            "{id}"
+        );
+        assert_eq!(
+            answer(engine.acknowledge(id, "seller").await),
+            expected,
+            "{id}"
+        );
+    }
+    assert!(engine.acknowledge(&h, "seller").await.unwrap().first);
+
+    // Recording an outcome: a third bot learns nothing either.
+    let expected = (tonic::Code::PermissionDenied, NOT_YOUR_OUTCOME.to_owned());
+    let third = engine
+        .record_outcome(&h, Outcome::Failed, Viewer::Bot("buyer"))
+        .await;
+    assert_eq!(answer(third), expected);
+    for id in &unknown_handoffs {
+        for bot in ["buyer", "seller"] {
+            let refused = engine
+                .record_outcome(id, Outcome::Failed, Viewer::Bot(bot))
+                .await;
+            assert_eq!(answer(refused), expected, "{id} {bot}");
+        }
+        let operator = engine
+            .record_outcome(id, Outcome::Failed, Viewer::Operator)
+            .await;
+        assert_eq!(answer(operator).0, tonic::Code::NotFound, "{id}");
+    }
 }

@@ -1,0 +1,238 @@
+//! The server's middleware as tower layers around tonic's routes, outermost
+//! first:
+//!
+//! - [`CallsLayer`] counts each connection's calls for the idle, handshake
+//!   and shutdown rules of [`super::conn`];
+//! - the SERVER span ([`crate::telemetry::RpcSpanLayer`]);
+//! - [`AuthLayer`]: the token check, the limit on failed authentications
+//!   per client address and the per-principal call rate, for the Baton
+//!   services (`grpc.health.v1` and reflection stay open, as orchestrators
+//!   and `grpcurl` expect).
+//!
+//! tonic's builder adds the rest as tower layers of its own: the
+//! concurrency limit per connection and HTTP/2's `MAX_CONCURRENT_STREAMS`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http_body::{Frame, SizeHint};
+use tonic::codegen::Service;
+use tonic::codegen::http::{Request, Response};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+use super::conn::{ConnState, Connections};
+use crate::auth::Auth;
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+/// The peer address tonic put into a request's extensions (plain or TLS).
+fn peer<B>(request: &Request<B>) -> Option<SocketAddr> {
+    let ext = request.extensions();
+    ext.get::<TcpConnectInfo>()
+        .and_then(|i| i.remote_addr)
+        .or_else(|| {
+            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|i| i.get_ref().remote_addr)
+        })
+}
+
+/// Counts each connection's calls in its [`ConnState`].
+#[derive(Clone)]
+pub struct CallsLayer {
+    connections: Arc<Connections>,
+}
+
+impl CallsLayer {
+    pub fn new(connections: Arc<Connections>) -> Self {
+        Self { connections }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for CallsLayer {
+    type Service = Calls<S>;
+
+    fn layer(&self, inner: S) -> Calls<S> {
+        Calls {
+            inner,
+            connections: Arc::clone(&self.connections),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Calls<S> {
+    inner: S,
+    connections: Arc<Connections>,
+}
+
+impl<S, B, ResBody> Service<Request<B>> for Calls<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<Tracked<ResBody>>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let state = peer(&request).and_then(|p| self.connections.get(&p));
+        let guards = state.map(|s| {
+            s.begin();
+            (Answered(Arc::clone(&s)), Closed(s))
+        });
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let (answered, closed) = match guards {
+                Some((a, c)) => (Some(a), Some(c)),
+                None => (None, None),
+            };
+            let response = call.await;
+            drop(answered);
+            Ok(response?.map(|inner| Tracked {
+                inner,
+                _closed: closed,
+            }))
+        })
+    }
+}
+
+/// Marks the call answered when dropped (also when the call is cancelled).
+struct Answered(Arc<ConnState>);
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        self.0.answered();
+    }
+}
+
+/// Marks the call's response ended when dropped.
+struct Closed(Arc<ConnState>);
+
+impl Drop for Closed {
+    fn drop(&mut self) {
+        self.0.closed();
+    }
+}
+
+/// A response body that marks its call ended when hyper drops it.
+pub struct Tracked<B> {
+    inner: B,
+    _closed: Option<Closed>,
+}
+
+impl<B> http_body::Body for Tracked<B>
+where
+    B: http_body::Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Which calls need a token: the Baton services. `grpc.health.v1` and
+/// reflection answer anyone, as orchestrators and `grpcurl` expect.
+fn guarded_path(path: &str) -> bool {
+    path.starts_with("/baton.")
+}
+
+/// The token check as a layer: puts the [`crate::auth::Caller`] into the
+/// request, or answers the refusal itself.
+#[derive(Clone)]
+pub struct AuthLayer {
+    auth: Arc<Auth>,
+}
+
+impl AuthLayer {
+    pub fn new(auth: Arc<Auth>) -> Self {
+        Self { auth }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for AuthLayer {
+    type Service = Authenticated<S>;
+
+    fn layer(&self, inner: S) -> Authenticated<S> {
+        Authenticated {
+            inner,
+            auth: Arc::clone(&self.auth),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Authenticated<S> {
+    inner: S,
+    auth: Arc<Auth>,
+}
+
+impl<S, B, ResBody> Service<Request<B>> for Authenticated<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Response<ResBody>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if guarded_path(request.uri().path()) {
+            let token = request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
+            match self.auth.admit(token, peer(&request).map(|p| p.ip())) {
+                Ok(caller) => {
+                    request.extensions_mut().insert(caller);
+                }
+                Err(status) => {
+                    let response = status.into_http::<ResBody>();
+                    return Box::pin(async move { Ok(response) });
+                }
+            }
+        }
+        Box::pin(self.inner.call(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_baton_services_need_tokens() {
+        assert!(guarded_path("/baton.v1.HandoffService/RequestHandoff"));
+        assert!(guarded_path("/baton.v1.AdminService/WatchDecisions"));
+        assert!(!guarded_path("/grpc.health.v1.Health/Check"));
+        assert!(!guarded_path(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+        ));
+    }
+}
