@@ -204,7 +204,7 @@ fn handoff_request(path: &str, n: u64) -> RequestHandoffRequest {
         "approve" => (format!("load-{n}"), "I want to sell my house"),
         _ => (
             "load-stay".to_owned(),
-            "Thanks! We're flexible on the closing date, what are the next steps?",
+            "Thanks so much for the info, I will check with my wife tonight.",
         ),
     };
     RequestHandoffRequest {
@@ -323,6 +323,21 @@ async fn main() -> anyhow::Result<()> {
     };
     let echo_channels = channels(&echo_url, args.clients).await?;
     let router_channels = channels(&router_url, args.clients).await?;
+    if path == "stay" {
+        // The stay path is measured only if its message really stays.
+        let mut client =
+            HandoffServiceClient::with_interceptor(router_channels[0].clone(), with_token);
+        let answer = client
+            .request_handoff(handoff_request(path, 0))
+            .await?
+            .into_inner();
+        anyhow::ensure!(
+            answer.decision == baton_proto::v1::Decision::Stay as i32,
+            "the stay message was decided {:?}: {}",
+            answer.decision,
+            answer.reason
+        );
+    }
     // Alternate floor and Baton, so drift on a shared machine hits both alike.
     let mut echo: Option<Stats> = None;
     let mut baton: Option<Stats> = None;

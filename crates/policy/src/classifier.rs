@@ -5,9 +5,12 @@
 //! lookup per word rather than a scan of every pattern at every position.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+use crate::features::Fnv;
 
 use crate::config::Config;
-use crate::text::{PatternWord, Tokens, pattern_words, tokenize};
+use crate::text::{PatternWord, Tokens, pattern_words, tokenize_up_to};
 
 /// Index of a bot in `Config::bots`.
 pub type BotIx = usize;
@@ -41,12 +44,13 @@ pub struct Classification<'a> {
 pub struct Classifier {
     patterns: Vec<Pattern>,
     /// Patterns whose first word is exact, by that word.
-    by_first: HashMap<String, Vec<usize>>,
+    by_first: HashMap<String, Vec<usize>, BuildHasherDefault<Fnv>>,
     /// Patterns whose first word is a prefix (`foreclos*`): tried at every word.
     prefix_first: Vec<usize>,
     negations: Vec<String>,
     negation_window: usize,
     clause_breaks: Vec<String>,
+    max_words: usize,
     bots: usize,
 }
 
@@ -74,7 +78,7 @@ impl Classifier {
                 weight: 1.0,
             });
         }
-        let mut by_first: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_first: HashMap<String, Vec<usize>, BuildHasherDefault<Fnv>> = HashMap::default();
         let mut prefix_first = Vec::new();
         for (i, p) in patterns.iter().enumerate() {
             match p.words.first() {
@@ -90,12 +94,23 @@ impl Classifier {
             negations: config.classifier.negations.clone(),
             negation_window: config.classifier.negation_window,
             clause_breaks: config.classifier.clause_breaks.clone(),
+            max_words: config.classifier.max_words,
             bots: config.bots.len(),
         }
     }
 
     pub fn tokenize(&self, message: &str) -> Tokens {
-        tokenize(message, &self.clause_breaks)
+        tokenize_up_to(message, &self.clause_breaks, self.max_words)
+    }
+
+    /// Splits a text already normalised for at least `max_words` words.
+    pub fn tokenize_normalized(&self, text: String) -> Tokens {
+        Tokens::split(text, &self.clause_breaks, self.max_words)
+    }
+
+    /// Words of a message the phrase rules read.
+    pub fn max_words(&self) -> usize {
+        self.max_words
     }
 
     /// Scores every bot (independent matches combine as 1 − Π(1 − weight))

@@ -149,6 +149,9 @@ pub struct ClassifierConfig {
     /// Probability of an escalation class at which the model escalates;
     /// below the route threshold on purpose: recall first.
     pub escalate_at: f64,
+    /// Words of a message the phrase rules read: an 8 KiB message costs
+    /// what its start costs. (The model reads as many as its file says.)
+    pub max_words: usize,
     /// Intent scores this close count as a tie, settled by `policy.priority`
     /// ("sell and buy" fires both intents with near-equal confidence).
     pub tie_margin: f64,
@@ -279,6 +282,7 @@ impl Default for ClassifierConfig {
             model: BUILTIN_MODEL.to_owned(),
             escalate: strings(&["human", "legal"]),
             escalate_at: 0.5,
+            max_words: 160,
             tie_margin: 0.1,
         }
     }
@@ -499,6 +503,12 @@ impl Config {
             return bad(
                 "classifier.tie_margin",
                 format!("{} is not in [0, 0.5]", self.classifier.tie_margin),
+            );
+        }
+        if !(1..=100_000).contains(&self.classifier.max_words) {
+            return bad(
+                "classifier.max_words",
+                format!("{} is not in 1..=100000", self.classifier.max_words),
             );
         }
         if self.classifier.model.trim().is_empty() {

@@ -8,13 +8,13 @@
 //! model file, so a model always sees features made the way it was trained.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use rust_stemmers::{Algorithm, Stemmer};
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
 
-use crate::text::tokenize;
+use crate::text::{Tokens, normalize, split, tokenize_up_to};
 
 /// How a message is turned into features; stored in the model file.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +42,7 @@ impl Default for FeatureSpec {
             bits: 18,
             char_min: 3,
             char_max: 4,
-            max_words: 160,
+            max_words: 96,
             negation_window: 6,
             negations: words(&[
                 "not", "no", "never", "dont", "don't", "doesn't", "doesnt", "didn't", "didnt",
@@ -148,19 +148,59 @@ pub struct Features {
     pub buckets: Vec<u32>,
     /// `1 / sqrt(buckets.len())`: every message's vector has unit-ish length.
     pub value: f32,
-    /// (bucket, stem) of each un-negated word unigram.
-    pub words: Vec<(u32, String)>,
+    /// (bucket, start, end in `stems`) of each un-negated word unigram.
+    words: Vec<(u32, u32, u32)>,
+    stems: String,
     pub lang: Option<Lang>,
 }
+
+impl Features {
+    /// (bucket, stem) of each un-negated word unigram.
+    pub fn words(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.words
+            .iter()
+            .map(|&(b, s, e)| (b, &self.stems[s as usize..e as usize]))
+    }
+}
+
+/// FNV-1a as a `Hasher`: the featurizer's lookups are short words, where
+/// SipHash costs more than the rest of the lookup.
+#[derive(Default, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FastSet<T> = HashSet<T, std::hash::BuildHasherDefault<Fnv>>;
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
 
 /// Makes [`Features`] from text; built once from a [`FeatureSpec`].
 pub struct Featurizer {
     spec: FeatureSpec,
-    negations: HashSet<String>,
-    es_words: HashSet<&'static str>,
-    en_words: HashSet<&'static str>,
+    negations: FastSet<String>,
+    es_words: FastSet<&'static str>,
+    en_words: FastSet<&'static str>,
     en: Stemmer,
     es: Stemmer,
+    /// Known stems per language (index `Lang as usize`): a lookup instead
+    /// of a Snowball run for the words a model was trained on.
+    known: [FastMap<Box<str>, Box<str>>; 2],
     mask: u64,
 }
 
@@ -192,7 +232,34 @@ impl Featurizer {
             en_words: EN_WORDS.iter().copied().collect(),
             en: Stemmer::create(Algorithm::English),
             es: Stemmer::create(Algorithm::Spanish),
+            known: [FastMap::default(), FastMap::default()],
         }
+    }
+
+    /// Remembers the stems of `words` in `lang`; they are what Snowball
+    /// gives, so features do not change, they only cost less.
+    pub fn learn_stems<'w>(&mut self, lang: Lang, words: impl IntoIterator<Item = &'w str>) {
+        for w in words {
+            if w.len() > 3 && !self.known[lang as usize].contains_key(w) {
+                let stem = self.snowball(lang, w).into_owned();
+                self.known[lang as usize].insert(w.into(), stem.into());
+            }
+        }
+    }
+
+    /// Every remembered (word, stem) in `lang`, sorted.
+    pub fn known_stems(&self, lang: Lang) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> = self.known[lang as usize]
+            .iter()
+            .map(|(w, s)| (w.as_ref(), s.as_ref()))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Remembers a stem as read from a model file.
+    pub fn insert_stem(&mut self, lang: Lang, word: &str, stem: &str) {
+        self.known[lang as usize].insert(word.into(), stem.into());
     }
 
     pub fn spec(&self) -> &FeatureSpec {
@@ -202,19 +269,32 @@ impl Featurizer {
     /// Normalises and splits into clauses; accents stay until after stemming
     /// (Snowball reads "vendí" better than "vendi").
     pub fn words(&self, message: &str) -> Vec<(String, u32)> {
-        let tokens = tokenize(message, &self.spec.clause_breaks);
-        let n = tokens.len().min(self.spec.max_words as usize);
-        (0..n)
-            .map(|i| (shape(tokens.word(i)), tokens.clause(i)))
+        let tokens = self.tokens(message);
+        word_refs(&tokens)
+            .into_iter()
+            .map(|(w, c)| (w.to_owned(), c))
             .collect()
+    }
+
+    fn tokens(&self, message: &str) -> Tokens {
+        tokenize_up_to(
+            message,
+            &self.spec.clause_breaks,
+            self.spec.max_words as usize,
+        )
+    }
+
+    /// Words this featurizer reads of a message.
+    pub fn max_words(&self) -> usize {
+        self.spec.max_words as usize
     }
 
     /// Guesses English or Spanish from function words, and from the marks
     /// only Spanish uses (ñ, ¿, ¡, accents) in `message`; English on a draw.
-    pub fn language(&self, message: &str, words: &[(String, u32)]) -> Lang {
+    pub fn language<W: AsRef<str>>(&self, message: &str, words: &[(W, u32)]) -> Lang {
         let (mut es, mut en) = (0, 0);
         for (w, _) in words {
-            let w = fold(w);
+            let w = fold(w.as_ref());
             es += usize::from(self.es_words.contains(w.as_ref()));
             en += usize::from(self.en_words.contains(w.as_ref()));
         }
@@ -226,11 +306,18 @@ impl Featurizer {
     }
 
     /// The folded stem of `word`.
-    pub fn stem<'a>(&self, lang: Lang, word: &'a str) -> Cow<'a, str> {
+    pub fn stem<'a>(&'a self, lang: Lang, word: &'a str) -> Cow<'a, str> {
         // Short words are their own stems; Snowball costs more than it gives there.
         if word.len() <= 3 {
             return fold(word);
         }
+        if let Some(stem) = self.known[lang as usize].get(word) {
+            return Cow::Borrowed(stem);
+        }
+        self.snowball(lang, word)
+    }
+
+    fn snowball<'a>(&self, lang: Lang, word: &'a str) -> Cow<'a, str> {
         let stem = match lang {
             Lang::En => self.en.stem(word),
             Lang::Es => self.es.stem(word),
@@ -243,11 +330,11 @@ impl Featurizer {
 
     /// Which words a negation governs: the `negation_window` words after a
     /// negation word, within its clause. The negation word itself is not.
-    pub fn negated(&self, words: &[(String, u32)]) -> Vec<bool> {
+    pub fn negated<W: AsRef<str>>(&self, words: &[(W, u32)]) -> Vec<bool> {
         let mut out = vec![false; words.len()];
         let window = usize::from(self.spec.negation_window);
         for (i, (w, clause)) in words.iter().enumerate() {
-            if !self.negations.contains(fold(w).as_ref()) {
+            if !self.negations.contains(fold(w.as_ref()).as_ref()) {
                 continue;
             }
             for j in i + 1..(i + 1 + window).min(words.len()) {
@@ -262,32 +349,46 @@ impl Featurizer {
 
     /// Every feature of `message`.
     pub fn features(&self, message: &str) -> Features {
-        let words = self.words(message);
-        let lang = self.language(message, &words);
+        let text = normalize(message, self.max_words());
+        self.features_normalized(&text)
+    }
+
+    /// Every feature of a text normalised by [`normalize`] (which the
+    /// router's phrase rules share, so a message is normalised once).
+    pub fn features_normalized(&self, text: &str) -> Features {
+        let ranges = split(text, &self.spec.clause_breaks, self.max_words());
+        let words: Vec<(&str, u32)> = ranges
+            .iter()
+            .map(|&(s, e, c)| (shape(&text[s..e]), c))
+            .collect();
+        let lang = self.language(text, &words);
         let negated = self.negated(&words);
         let mut f = Features {
             buckets: Vec::with_capacity(words.len() * 12),
             words: Vec::with_capacity(words.len()),
+            stems: String::with_capacity(tokens_len(&words)),
             lang: Some(lang),
             value: 0.0,
         };
         let mut prev: Option<(Cow<'_, str>, u32)> = None;
-        for (i, (word, clause)) in words.iter().enumerate() {
+        for (i, &(word, clause)) in words.iter().enumerate() {
             let neg = negated[i];
             let stem = self.stem(lang, word);
             let b = self.bucket(WORD, neg, &[stem.as_bytes()]);
             f.buckets.push(b);
             if !neg {
-                f.words.push((b, stem.clone().into_owned()));
+                let start = f.stems.len() as u32;
+                f.stems.push_str(&stem);
+                f.words.push((b, start, f.stems.len() as u32));
             }
             if let Some((p, pc)) = &prev
-                && pc == clause
+                && *pc == clause
             {
                 f.buckets
                     .push(self.bucket(BIGRAM, neg, &[p.as_bytes(), b" ", stem.as_bytes()]));
             }
             self.char_grams(&fold(word), neg, &mut f.buckets);
-            prev = Some((stem, *clause));
+            prev = Some((stem, clause));
         }
         f.value = if f.buckets.is_empty() {
             0.0
@@ -303,6 +404,26 @@ impl Featurizer {
             usize::from(self.spec.char_max),
         );
         if lo == 0 {
+            return;
+        }
+        if word.is_ascii() {
+            // The padded word "<word>" read in place: no allocation.
+            let w = word.as_bytes();
+            let len = w.len() + 2;
+            let at = |i: usize| match i {
+                0 => b'<',
+                i if i == len - 1 => b'>',
+                i => w[i - 1],
+            };
+            for n in lo..=hi.min(len) {
+                for s in 0..=len - n {
+                    let mut h = self.start(CHARS, neg);
+                    for i in s..s + n {
+                        h = eat(h, at(i));
+                    }
+                    out.push(self.fold_hash(h));
+                }
+            }
             return;
         }
         let mut padded = String::with_capacity(word.len() + 2);
@@ -325,20 +446,37 @@ impl Featurizer {
 
     /// FNV-1a over the kind, the negation mark and the parts, folded to `bits`.
     fn bucket(&self, kind: u8, neg: bool, parts: &[&[u8]]) -> u32 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut eat = |b: u8| {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        };
-        eat(kind);
-        eat(u8::from(neg));
+        let mut h = self.start(kind, neg);
         for part in parts {
             for &b in *part {
-                eat(b);
+                h = eat(h, b);
             }
         }
+        self.fold_hash(h)
+    }
+
+    fn start(&self, kind: u8, neg: bool) -> u64 {
+        eat(eat(0xcbf2_9ce4_8422_2325, kind), u8::from(neg))
+    }
+
+    fn fold_hash(&self, h: u64) -> u32 {
         ((h ^ (h >> 29)) & self.mask) as u32
     }
+}
+
+fn eat(h: u64, b: u8) -> u64 {
+    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+}
+
+/// The words of `tokens`, shaped, borrowed from them.
+fn word_refs(tokens: &Tokens) -> Vec<(&str, u32)> {
+    (0..tokens.len())
+        .map(|i| (shape(tokens.word(i)), tokens.clause(i)))
+        .collect()
+}
+
+fn tokens_len(words: &[(&str, u32)]) -> usize {
+    words.iter().map(|(w, _)| w.len()).sum()
 }
 
 /// Drops accents (folded Spanish is how many people type it anyway).
@@ -351,11 +489,11 @@ fn fold(word: &str) -> Cow<'_, str> {
 
 /// Numbers of three digits or more (prices, years, zip codes) are one shape;
 /// short ones stay, since "2" and "4" are words in texting.
-fn shape(word: &str) -> String {
+fn shape(word: &str) -> &str {
     if word.len() >= 3 && word.bytes().all(|b| b.is_ascii_digit()) {
-        "#num".to_owned()
+        "#num"
     } else {
-        word.to_owned()
+        word
     }
 }
 
@@ -449,16 +587,19 @@ mod tests {
         let negated = f.features("not sell");
         // "sell" under "not" shares no feature with a plain "sell".
         assert!(plain.buckets.iter().all(|b| !negated.buckets.contains(b)));
-        assert_eq!(plain.words, vec![(plain.buckets[0], "sell".to_owned())]);
-        assert!(negated.words.iter().all(|(_, w)| w != "sell"));
+        assert_eq!(
+            plain.words().collect::<Vec<_>>(),
+            vec![(plain.buckets[0], "sell")]
+        );
+        assert!(negated.words().all(|(_, w)| w != "sell"));
     }
 
     #[test]
     fn long_messages_are_read_up_to_max_words() {
         let f = f();
         let long = "word ".repeat(5000);
-        assert_eq!(f.words(&long).len(), 160);
-        assert!(f.features(&long).buckets.len() < 160 * 16);
+        assert_eq!(f.words(&long).len(), 96);
+        assert!(f.features(&long).buckets.len() < 96 * 16);
     }
 
     #[test]

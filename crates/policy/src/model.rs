@@ -11,6 +11,7 @@
 //! strings negations, strings clause_breaks   (u16 count, then u16 len + UTF-8 each)
 //! u16 classes; per class: u16 len + UTF-8 name, f32 bias, f32 scale, f32 offset
 //! u32 entries; per entry: u32 bucket, f32 weight per class (buckets ascending)
+//! u32 stems; per stem: u8 language (0 English, 1 Spanish), word, stem (u16 len + UTF-8 each)
 //! u64 digest of the training data
 //! u32 FNV-1a checksum of every byte before it
 //! ```
@@ -18,7 +19,7 @@
 //! The probability of class k is σ(scale_k · (bias_k + v · Σ w_k[b]) + offset_k),
 //! where `scale` and `offset` come from Platt calibration on held-out folds.
 
-use crate::features::{FeatureSpec, Features, Featurizer};
+use crate::features::{FeatureSpec, Features, Featurizer, Lang};
 
 const MAGIC: &[u8; 8] = b"BATONIM\x01";
 
@@ -141,6 +142,12 @@ impl IntentModel {
         &self.featurizer
     }
 
+    /// Remembers the stems of the words a model was trained on (see
+    /// [`Featurizer::learn_stems`]); they travel in the model file.
+    pub fn featurizer_mut(&mut self) -> &mut Featurizer {
+        &mut self.featurizer
+    }
+
     /// Digest of the training data this model was made from.
     pub fn digest(&self) -> u64 {
         self.digest
@@ -176,12 +183,11 @@ impl IntentModel {
     pub fn strongest<'f>(&self, features: &'f Features, class: usize) -> Option<&'f str> {
         let k = self.classes.len();
         features
-            .words
-            .iter()
-            .map(|(b, w)| (self.weights[*b as usize * k + class], w))
+            .words()
+            .map(|(b, w)| (self.weights[b as usize * k + class], w))
             .filter(|(weight, _)| *weight > 0.0)
             .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, w)| w.as_str())
+            .map(|(_, w)| w)
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -213,6 +219,21 @@ impl IntentModel {
                     out.extend_from_slice(&v.to_le_bytes());
                 }
             }
+        }
+        let stems: Vec<(Lang, &str, &str)> = [Lang::En, Lang::Es]
+            .into_iter()
+            .flat_map(|lang| {
+                self.featurizer
+                    .known_stems(lang)
+                    .into_iter()
+                    .map(move |(w, s)| (lang, w, s))
+            })
+            .collect();
+        out.extend_from_slice(&(stems.len() as u32).to_le_bytes());
+        for (lang, word, stem) in stems {
+            out.push(lang as u8);
+            put_str(&mut out, word);
+            put_str(&mut out, stem);
         }
         out.extend_from_slice(&self.digest.to_le_bytes());
         let sum = fnv32(&out);
@@ -258,6 +279,19 @@ impl IntentModel {
             let w = (0..k).map(|_| r.f32()).collect::<Result<Vec<_>, _>>()?;
             entries.push((bucket, w));
         }
+        let n = r.u32()? as usize;
+        if n.saturating_mul(5) > body.len() {
+            return Err(ModelError::Truncated(body.len()));
+        }
+        let mut stems = Vec::with_capacity(n);
+        for _ in 0..n {
+            let lang = match r.take(1)?[0] {
+                0 => Lang::En,
+                1 => Lang::Es,
+                other => return invalid(format!("unknown stem language {other}")),
+            };
+            stems.push((lang, r.string()?, r.string()?));
+        }
         let digest = r.u64()?;
         if r.at != body.len() {
             return invalid(format!("{} unexpected bytes at the end", body.len() - r.at));
@@ -274,7 +308,11 @@ impl IntentModel {
             negations,
             clause_breaks,
         };
-        Self::new(spec, classes, entries, digest)
+        let mut model = Self::new(spec, classes, entries, digest)?;
+        for (lang, word, stem) in stems {
+            model.featurizer.insert_stem(lang, &word, &stem);
+        }
+        Ok(model)
     }
 }
 
@@ -366,7 +404,7 @@ mod tests {
             ..FeatureSpec::default()
         };
         let f = Featurizer::new(spec.clone());
-        let sell = f.features("sell").words[0].0;
+        let sell = f.features("sell").words().next().unwrap().0;
         let classes = vec![
             Class {
                 name: "none".into(),

@@ -9,6 +9,7 @@ use crate::error::ConfigError;
 use crate::features::Features;
 use crate::learning::learned_threshold;
 use crate::model::{IntentModel, NONE};
+use crate::text::normalize;
 
 /// A bot's own classifier signal, already validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -216,7 +217,13 @@ impl Policy {
     /// Steps 2–5: scores the message and its signals, picks the target,
     /// checks the human triggers and the threshold.
     pub fn assess(&self, message: &Message<'_>, learned: &impl Learned) -> Assessment {
-        let tokens = self.classifier.tokenize(message.text);
+        // One normalisation, read by both the phrase rules and the model.
+        let model_words = self
+            .model
+            .as_ref()
+            .map_or(0, |m| m.featurizer().max_words());
+        let text = normalize(message.text, self.classifier.max_words().max(model_words));
+        let tokens = self.classifier.tokenize_normalized(text);
         let found = self.classifier.classify(&tokens);
         let mut scores: Vec<(f64, Why<'_>)> = found
             .scores
@@ -233,7 +240,7 @@ impl Policy {
         let features = self
             .model
             .as_ref()
-            .map(|m| m.featurizer().features(message.text));
+            .map(|m| m.featurizer().features_normalized(tokens.text()));
         if let (Some(model), Some(features)) = (&self.model, &features) {
             let probs = model.predict(features);
             let mut strongest_escalation: Option<(f64, usize)> = None;

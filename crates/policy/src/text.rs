@@ -13,6 +13,17 @@ pub struct Tokens {
 }
 
 impl Tokens {
+    /// Splits an already normalised text (see [`normalize`]).
+    pub fn split(text: String, clause_breaks: &[String], max_words: usize) -> Self {
+        let words = split(&text, clause_breaks, max_words);
+        Self { text, words }
+    }
+
+    /// The normalised text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     pub fn len(&self) -> usize {
         self.words.len()
     }
@@ -43,8 +54,27 @@ fn straighten(c: char) -> char {
 
 /// Normalises `message` and splits it into words and clauses.
 pub fn tokenize(message: &str, clause_breaks: &[String]) -> Tokens {
+    tokenize_up_to(message, clause_breaks, usize::MAX)
+}
+
+/// [`tokenize`], reading no further than `max_words` words: an 8 KiB message
+/// costs what its start costs.
+pub fn tokenize_up_to(message: &str, clause_breaks: &[String], max_words: usize) -> Tokens {
+    Tokens::split(normalize(message, max_words), clause_breaks, max_words)
+}
+
+/// NFKC, lower case and straight quotes, of no more of `message` than can
+/// hold `max_words` words.
+pub fn normalize(message: &str, max_words: usize) -> String {
+    // Words average well under 16 bytes with their separators: normalise
+    // only the part that can hold `max_words` of them, cut at a char boundary.
+    let mut cut = message.len().min(max_words.saturating_mul(16));
+    while !message.is_char_boundary(cut) {
+        cut += 1;
+    }
+    let message = &message[..cut];
     // ASCII is its own NFKC form and has no curly quotes: only case to fold.
-    let text = if message.is_ascii() {
+    if message.is_ascii() {
         message.to_ascii_lowercase()
     } else {
         let mut text = String::with_capacity(message.len());
@@ -52,12 +82,21 @@ pub fn tokenize(message: &str, clause_breaks: &[String]) -> Tokens {
             text.extend(c.to_lowercase());
         }
         text
-    };
-    let mut words = Vec::with_capacity(text.len() / 4 + 1);
+    }
+}
+
+/// The byte range and clause of each of the first `max_words` words of a
+/// normalised `text`.
+pub fn split(text: &str, clause_breaks: &[String], max_words: usize) -> Vec<(usize, usize, u32)> {
+    let mut words = Vec::with_capacity((text.len() / 4 + 1).min(max_words));
     let mut clause = 0u32;
     let mut start: Option<usize> = None;
     let mut chars = text.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
+        if words.len() >= max_words {
+            start = None;
+            break;
+        }
         // An apostrophe belongs to a word only between two letters (what's, don't).
         let in_word = c.is_alphanumeric()
             || (c == '\''
@@ -68,16 +107,18 @@ pub fn tokenize(message: &str, clause_breaks: &[String]) -> Tokens {
             continue;
         }
         if let Some(s) = start.take() {
-            push_word(&text, &mut words, &mut clause, s, i, clause_breaks);
+            push_word(text, &mut words, &mut clause, s, i, clause_breaks);
         }
         if matches!(c, '.' | ',' | ';' | ':' | '!' | '?' | '\n' | '(' | ')') {
             clause += 1;
         }
     }
-    if let Some(s) = start.take() {
-        push_word(&text, &mut words, &mut clause, s, text.len(), clause_breaks);
+    if let Some(s) = start.take()
+        && words.len() < max_words
+    {
+        push_word(text, &mut words, &mut clause, s, text.len(), clause_breaks);
     }
-    Tokens { text, words }
+    words
 }
 
 fn push_word(

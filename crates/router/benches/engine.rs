@@ -11,7 +11,7 @@ use baton_router::engine::{Engine, HandoffRequest};
 use baton_store::EmbeddedStore;
 use criterion::{Criterion, criterion_group, criterion_main};
 
-const STAY: &str = "Thanks! We're flexible on the closing date, what are the next steps?";
+const STAY: &str = "Thanks so much for the info, I will check with my wife tonight.";
 const SELL: &str = "I need to sell my house, what\u{2019}s my home worth?";
 
 fn request(contact: String, message: &str) -> HandoffRequest {

@@ -170,8 +170,21 @@ pub fn train(
         .zip(weights)
         .filter(|(_, w)| w.iter().any(|v| *v != 0.0))
         .collect();
-    IntentModel::new(options.spec.clone(), classes, entries, digest)
-        .map_err(|e| TrainError::Training(e.to_string()))
+    let mut model = IntentModel::new(options.spec.clone(), classes, entries, digest)
+        .map_err(|e| TrainError::Training(e.to_string()))?;
+    remember_stems(&mut model, examples);
+    Ok(model)
+}
+
+/// Stores the stems of every training word in the model, so serving looks
+/// them up rather than running Snowball (the features are the same).
+pub fn remember_stems(model: &mut IntentModel, examples: &[Example]) {
+    let featurizer = model.featurizer_mut();
+    for e in examples {
+        let words = featurizer.words(&e.text);
+        let lang = featurizer.language(&e.text, &words);
+        featurizer.learn_stems(lang, words.iter().map(|(w, _)| w.as_str()));
+    }
 }
 
 /// Fits one binary logistic regression on the rows in `subset`; returns the
