@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Iterable
 
 from baton_client.context import Context
@@ -14,8 +14,12 @@ __all__ = ["handoff_request", "new_request_id", "outcome_request", "release_requ
 
 
 def new_request_id() -> str:
-    """A fresh idempotency key (the router scopes it to contact and source bot)."""
-    return uuid.uuid4().hex
+    """A fresh idempotency key (the router scopes it to contact and source bot).
+
+    128 random bits as hex, like ``uuid4().hex`` without building a UUID
+    object on every call of the hot path.
+    """
+    return os.urandom(16).hex()
 
 
 def handoff_request(
