@@ -192,6 +192,51 @@ async fn a_router_killed_while_holding_a_lock_frees_it_within_the_lease_ttl() {
 }
 
 #[tokio::test]
+async fn sigterm_on_a_replica_holding_a_lock_frees_the_contact_at_once() {
+    let etcd = Etcd::single().await.unwrap();
+    let pause = [("BATON_TEST_PAUSE_AFTER_LOCK", "held-2=1h")];
+    // A session that would outlive the test: only its revocation frees the lock.
+    let slow = [
+        "--set",
+        "etcd.session_ttl=60s",
+        "--set",
+        "server.shutdown_grace=500ms",
+    ];
+    let mut r1 = replica_with_env(&etcd, "/term/", &slow, &pause).await;
+    let r2 = replica(&etcd, "/term/", &[]).await;
+    let mut stuck = r1.handoff().await;
+    let req = signal_to("held-2", "lead", "seller", 0.95);
+    let pending = tokio::spawn(async move { stuck.request_handoff(req).await });
+    eventually("r1 to hold the lock", Duration::from_secs(10), || async {
+        locked(&etcd, "/term/", "held-2").await.then_some(())
+    })
+    .await;
+
+    let terminated = Instant::now();
+    r1.process().signal("TERM").unwrap();
+    let status = r1.process().wait(Duration::from_secs(5)).await;
+    assert!(status.success(), "{status}");
+    assert!(
+        pending.await.unwrap().is_err(),
+        "cut off by the grace period"
+    );
+    let req = signal_to("held-2", "lead", "buyer", 0.95);
+    let reply = eventually("r2 to take the contact", Duration::from_secs(2), || {
+        let req = req.clone();
+        let r2 = &r2;
+        async move {
+            ask(r2, req)
+                .await
+                .ok()
+                .filter(|r| decision(r) == Decision::Approved)
+        }
+    })
+    .await;
+    assert!(terminated.elapsed() < Duration::from_secs(2));
+    assert_eq!(reply.target_bot, "buyer");
+}
+
+#[tokio::test]
 async fn a_router_frozen_past_its_lease_cannot_commit() {
     let etcd = Etcd::single().await.unwrap();
     let pause = [("BATON_TEST_PAUSE_AFTER_LOCK", "frozen-1=1s")];

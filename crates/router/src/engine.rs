@@ -17,13 +17,15 @@ use baton_policy::{
     Policy, Signal, UnixMs, Verdict, assess_health, ms,
 };
 use baton_store::{
-    Commit, DeferredChange, RouteKey, Store, StoreError, StoreEvent, StoredDecision,
+    Commit, ContactLock, DeferredChange, RouteKey, Store, StoreError, StoreEvent, StoredDecision,
+    request_key,
 };
 use tokio::sync::broadcast;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::EngineError;
 use crate::telemetry::Metrics;
+use replays::Replays;
 
 /// A validated `RequestHandoff`.
 #[derive(Debug, Clone)]
@@ -107,6 +109,8 @@ pub struct Engine {
     /// STAY decisions so far, and how many of them get a span.
     stays: AtomicU64,
     stay_span_every: u64,
+    /// Request ids with a stored decision (see the `replays` module).
+    replays: Replays,
 }
 
 pub fn now_ms() -> UnixMs {
@@ -148,6 +152,7 @@ impl Engine {
             metrics: Metrics::default(),
             stays: AtomicU64::new(0),
             stay_span_every: 1,
+            replays: Replays::default(),
             policy,
             store,
         };
@@ -243,46 +248,77 @@ impl Engine {
         self.events.subscribe()
     }
 
-    /// The whole pipeline of SPEC §2 for one validated request.
+    /// The whole pipeline of SPEC §2 for one validated request. A request
+    /// id with a stored decision skips the classifier: the decision is
+    /// looked up (under the lock) before anything is recomputed.
     pub async fn decide(&self, req: HandoffRequest) -> Result<Decided, EngineError> {
         let started = std::time::Instant::now();
-        let assessment = {
-            let learned = read(&self.learned);
-            let message = Message {
-                source: req.source,
-                text: &req.message,
-                signals: &req.signals,
-            };
-            self.policy.assess(&message, &*learned)
-        };
-        if assessment.next == Next::Stay {
-            // The common path: one span per `stay_span_every` STAY decisions.
-            let verdict = self.stay(assessment);
-            let n = self.stays.fetch_add(1, Ordering::Relaxed);
-            if n.is_multiple_of(self.stay_span_every) {
-                let span = self.decision_span(&req);
-                span.in_scope(|| {
-                    record(&span, &verdict);
-                    debug!(reason = %verdict.reason, "decided");
-                });
+        let stored = !req.request_id.is_empty()
+            && self
+                .replays
+                .known(&req.contact_id, &self.request_key(&req), now_ms());
+        let assessment = if stored {
+            None
+        } else {
+            let assessment = self.assess_message(&req);
+            if assessment.next == Next::Stay {
+                return Ok(self.stay_now(&req, assessment, started));
             }
-            self.finish(&req, &verdict, started);
-            return Ok(Decided {
-                verdict,
-                replayed: false,
-            });
-        }
+            Some(assessment)
+        };
         let span = self.decision_span(&req);
         async move {
             let decided = self.locked(&req, assessment).await?;
             let v = &decided.verdict;
             record(&tracing::Span::current(), v);
             info!(reason = %v.reason, replayed = decided.replayed, "decided");
-            self.finish(&req, v, started);
+            // A replay was counted and pushed when it was first decided.
+            if !decided.replayed {
+                self.finish(&req, v, started);
+            }
             Ok(decided)
         }
         .instrument(span)
         .await
+    }
+
+    /// The common path, from memory alone: one span per `stay_span_every`
+    /// STAY decisions.
+    fn stay_now(
+        &self,
+        req: &HandoffRequest,
+        assessment: Assessment,
+        started: std::time::Instant,
+    ) -> Decided {
+        let verdict = self.stay(assessment);
+        let n = self.stays.fetch_add(1, Ordering::Relaxed);
+        if n.is_multiple_of(self.stay_span_every) {
+            let span = self.decision_span(req);
+            span.in_scope(|| {
+                record(&span, &verdict);
+                debug!(reason = %verdict.reason, "decided");
+            });
+        }
+        self.finish(req, &verdict, started);
+        Decided {
+            verdict,
+            replayed: false,
+        }
+    }
+
+    fn assess_message(&self, req: &HandoffRequest) -> Assessment {
+        let learned = read(&self.learned);
+        let message = Message {
+            source: req.source,
+            text: &req.message,
+            signals: &req.signals,
+        };
+        self.policy.assess(&message, &*learned)
+    }
+
+    /// What the request's decision is stored under, within its contact.
+    fn request_key(&self, req: &HandoffRequest) -> String {
+        request_key(self.policy.bot_id(req.source), &req.request_id)
     }
 
     /// The decision's span, a child of the call's SERVER span. Attributes
@@ -327,12 +363,16 @@ impl Engine {
         }
     }
 
-    /// Steps 6–8: lock, replay or gates, commit.
-    async fn locked(&self, req: &HandoffRequest, a: Assessment) -> Result<Decided, EngineError> {
+    /// Steps 6–8: lock, replay or gates, commit. Without an assessment (the
+    /// request id has a stored decision) the message is assessed only if
+    /// the store no longer has it.
+    async fn locked(
+        &self,
+        req: &HandoffRequest,
+        assessment: Option<Assessment>,
+    ) -> Result<Decided, EngineError> {
         let config = self.policy.config();
         let source = self.policy.bot_id(req.source);
-        let target = a.target.map_or(HUMAN, |t| self.policy.bot_id(t));
-        let mut checks = a.checks;
         let waiting = std::time::Instant::now();
         let locking = self.store.lock(&req.contact_id, config.policy.lock_wait);
         let locked = locking.instrument(info_span!("store.lock")).await;
@@ -342,6 +382,9 @@ impl Engine {
         let lock = match locked {
             Ok(lock) => lock,
             Err(StoreError::Busy(_)) => {
+                let a = assessment.unwrap_or_else(|| self.assess_message(req));
+                let target = a.target.map_or(HUMAN, |t| self.policy.bot_id(t));
+                let mut checks = a.checks;
                 let why = format!(
                     "another handoff holds the contact (waited {}ms)",
                     config.policy.lock_wait.as_millis()
@@ -368,9 +411,15 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         let now = now_ms();
+        let request_key = self.request_key(req);
+        let request_key = if req.request_id.is_empty() {
+            ""
+        } else {
+            &request_key
+        };
         let loaded = self
             .store
-            .load(&lock, &req.request_id, now)
+            .load(&lock, request_key, now)
             .instrument(info_span!("store.load"))
             .await?;
         if let Some(verdict) = loaded.prior {
@@ -379,6 +428,21 @@ impl Engine {
                 replayed: true,
             });
         }
+        let a = match assessment {
+            Some(a) => a,
+            None => {
+                let a = self.assess_message(req);
+                if a.next == Next::Stay {
+                    return Ok(Decided {
+                        verdict: self.stay(a),
+                        replayed: false,
+                    });
+                }
+                a
+            }
+        };
+        let target = a.target.map_or(HUMAN, |t| self.policy.bot_id(t));
+        let mut checks = a.checks;
         let mut contact = loaded
             .contact
             .unwrap_or_else(|| ContactState::new(source, now));
@@ -474,18 +538,23 @@ impl Engine {
             commit.contact = Some(contact);
             commit.handoff_id = Some(handoff_id);
         }
-        if !req.request_id.is_empty() {
+        // Only what a retry needs is stored: a decision that changed the
+        // contact or left a deferral. A refusal is recomputed on a retry.
+        let retry_needs = decision.moves_contact() || decision == Decision::DeferredUnhealthy;
+        if !req.request_id.is_empty() && retry_needs {
+            let expires_at = now + ms(config.policy.decision_ttl);
+            self.replays
+                .remember(&req.contact_id, request_key, expires_at);
             let stored = StoredDecision {
                 verdict: verdict.clone(),
-                expires_at: now + ms(config.policy.decision_ttl),
+                expires_at,
             };
-            commit.decision = Some((req.request_id.clone(), stored));
+            commit.decision = Some((request_key.to_owned(), stored));
         }
         if commit.contact.is_some() || commit.decision.is_some() {
             #[cfg(debug_assertions)]
             pause_for_tests(&req.contact_id).await;
-            self.store
-                .commit(lock, commit)
+            self.commit(lock, commit)
                 .instrument(info_span!("store.commit"))
                 .await?;
         }
@@ -493,6 +562,18 @@ impl Engine {
             verdict,
             replayed: false,
         })
+    }
+
+    /// Commits and releases the lock in a task of its own, awaited here:
+    /// a caller whose deadline passes mid-commit drops this future, but
+    /// not the task, which keeps the lock until the write has landed (or
+    /// failed). A retry therefore always finds the first call's decision.
+    async fn commit(&self, lock: ContactLock, commit: Commit) -> Result<(), StoreError> {
+        let store = Arc::clone(&self.store);
+        let task = async move { store.commit(lock, commit).await };
+        tokio::spawn(task.in_current_span())
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("commit task failed: {e}")))?
     }
 
     fn publish(&self, contact_id: &str, source: &str, request_id: &str, verdict: &Verdict) {
@@ -563,28 +644,36 @@ impl Engine {
                 report.bot
             )));
         };
-        report.received_at = now_ms();
+        let now = now_ms();
+        report.received_at = now;
         self.store.put_health(&report).await?;
-        write(&self.health)[ix] = Some(report);
-        self.health_changed(ix);
+        let (was, is) = {
+            let mut health = write(&self.health);
+            let previous = health[ix].replace(report);
+            (
+                self.assess(ix, previous.as_ref(), now),
+                self.assess(ix, health[ix].as_ref(), now),
+            )
+        };
+        self.health_changed(ix, &was, &is);
         Ok(())
     }
 
-    /// Judges a bot after a new report; when it turned healthy, retries
-    /// the handoffs deferred to it.
-    fn health_changed(self: &Arc<Self>, ix: BotIx) {
+    fn assess(&self, ix: BotIx, report: Option<&HealthReport>, now: UnixMs) -> HealthStatus {
         let config = self.policy.config();
-        let status = {
-            let health = read(&self.health);
-            assess_health(
-                health[ix].as_ref(),
-                config.bots[ix].sla_p95,
-                &config.health,
-                now_ms(),
-            )
-        };
-        let healthy = matches!(status, HealthStatus::Healthy(_));
-        if healthy && !self.healthy[ix].swap(true, Ordering::SeqCst) {
+        assess_health(report, config.bots[ix].sla_p95, &config.health, now)
+    }
+
+    /// Judges a bot after a new report; when it turned healthy, retries
+    /// the handoffs deferred to it. `was` is the previous report judged at
+    /// this report's arrival: a bot whose reports went stale, which sends
+    /// no unhealthy report, recovers from stale to healthy as well (SPEC §4).
+    fn health_changed(self: &Arc<Self>, ix: BotIx, was: &HealthStatus, is: &HealthStatus) {
+        let healthy = matches!(is, HealthStatus::Healthy(_));
+        let was_healthy = matches!(was, HealthStatus::Healthy(_));
+        // The flag also retries at the first healthy report after start.
+        let first = healthy && !self.healthy[ix].swap(true, Ordering::SeqCst);
+        if healthy && (first || !was_healthy) {
             let engine = Arc::clone(self);
             // Its own trace, linked to the report that set it off: that
             // report's call is a probe's stream, open for days.
@@ -639,7 +728,7 @@ impl Engine {
             ..Default::default()
         };
         let Some(mut d) = contact.deferral.clone().filter(Deferral::is_pending) else {
-            self.store.commit(lock, commit).await?;
+            self.commit(lock, commit).await?;
             return Ok(());
         };
         let target_ix = self.policy.bot_ix(&d.target);
@@ -716,9 +805,17 @@ impl Engine {
         }
         info!(contact = contact_id, status = d.status.as_str(), tries = d.tries, detail = %d.detail, "deferred handoff retried");
         let (source, request_id) = (d.source.clone(), d.request_id.clone());
+        // A retry of the deferred request replays its completion.
+        if let Some(verdict) = published.as_ref().filter(|_| !request_id.is_empty()) {
+            let stored = StoredDecision {
+                verdict: verdict.clone(),
+                expires_at: now + ms(config.policy.decision_ttl),
+            };
+            commit.decision = Some((request_key(&source, &request_id), stored));
+        }
         contact.deferral = Some(d);
         commit.contact = Some(contact);
-        self.store.commit(lock, commit).await?;
+        self.commit(lock, commit).await?;
         if let Some(verdict) = published {
             self.publish(contact_id, &source, &request_id, &verdict);
         }
@@ -785,14 +882,16 @@ impl Engine {
             contact: Some(contact),
             ..Default::default()
         };
-        self.store.commit(lock, commit).await?;
+        self.commit(lock, commit).await?;
         info!(contact = contact_id, previous = %previous, owner, "contact released");
         Ok(previous)
     }
 
     /// Deletes remembered decisions past their TTL.
     pub async fn purge(&self) -> Result<usize, EngineError> {
-        Ok(self.store.purge_expired(now_ms()).await?)
+        let now = now_ms();
+        self.replays.purge(now);
+        Ok(self.store.purge_expired(now).await?)
     }
 }
 
@@ -848,6 +947,7 @@ fn decision_index(d: Decision) -> usize {
 }
 
 mod queries;
+mod replays;
 #[cfg(test)]
 mod tests;
 

@@ -220,6 +220,16 @@ pub async fn serve(
     result
 }
 
+/// After the drain: releases what this process still holds in the store
+/// (with etcd, revokes the session lease), so another replica can take
+/// this one's contacts at once rather than after `session_ttl` (SPEC §3).
+pub async fn close_store(store: &dyn Store) {
+    match store.close().await {
+        Ok(()) => info!("store closed"),
+        Err(e) => warn!(error = %e, "cannot close the store; its locks go with the session lease"),
+    }
+}
+
 /// How long a keepalive ping may go unanswered before the peer counts as gone.
 const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 

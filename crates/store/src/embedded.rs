@@ -190,6 +190,24 @@ impl EmbeddedStore {
         }
     }
 
+    /// Takes the lock of a handoff's contact, for a write that changes the
+    /// contact outside a decision (an acknowledgement, an outcome). A
+    /// decision loads the contact under this lock and commits it whole;
+    /// without the lock such a write could land in between and be
+    /// overwritten (the ack lost, the outcome counted again on a resend).
+    ///
+    /// The wait is not bounded by `lock_wait`: that bound answers a bot
+    /// `CONTACT_BUSY` quickly, while an ack should rather wait its turn. A
+    /// local lock is only held for one decision's load, gates and commit,
+    /// and a commit always runs to its end, so the wait is short. An
+    /// unknown handoff takes no lock (the write then finds nothing).
+    async fn lock_handoff(&self, handoff_id: &str) -> Result<Option<ContactLock>, StoreError> {
+        let Some(contact_id) = self.read(|r| tables::handoff_contact(r, handoff_id))? else {
+            return Ok(None);
+        };
+        Ok(Some(self.locks.lock(&contact_id, Duration::MAX).await?))
+    }
+
     fn read<T>(&self, f: impl FnOnce(&dyn Read) -> Result<T, StoreError>) -> Result<T, StoreError> {
         match &self.backend {
             Backend::File(db) => f(&RedbRead(db.begin_read().map_err(io)?)),
@@ -270,6 +288,7 @@ impl Store for EmbeddedStore {
         bot: &str,
         now: UnixMs,
     ) -> Result<Acknowledged, StoreError> {
+        let _lock = self.lock_handoff(handoff_id).await?;
         let (handoff_id, bot) = (handoff_id.to_owned(), bot.to_owned());
         self.write(move |w| tables::acknowledge(w, &handoff_id, &bot, now))
             .await
@@ -281,6 +300,7 @@ impl Store for EmbeddedStore {
         outcome: Outcome,
         config: &LearningConfig,
     ) -> Result<OutcomeRecorded, StoreError> {
+        let _lock = self.lock_handoff(handoff_id).await?;
         let (handoff_id, config) = (handoff_id.to_owned(), config.clone());
         self.write(move |w| tables::record_outcome(w, &handoff_id, outcome, &config))
             .await

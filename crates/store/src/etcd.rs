@@ -6,7 +6,11 @@
 //!   this process from taking or committing locks under it.
 //! - **Acquire** is one transaction: `create_revision(lock) == 0` → put the
 //!   lock key with the session lease. A held lock is waited for by watching
-//!   its deletion, bounded by `lock_wait`: no polling.
+//!   its deletion, bounded by `lock_wait`: no polling. Each attempt puts a
+//!   value of its own, so an attempt abandoned in flight (wait over, caller
+//!   gone) deletes the key it may have created and nobody else's.
+//! - **Close** (after the drain) revokes the session lease: every lock still
+//!   attached to it goes at once, not after `session_ttl`.
 //! - The lock key's create revision is the **fencing token**: the commit is
 //!   one transaction that compares it, writes everything and deletes the lock
 //!   key. An approved handoff costs two writes: acquire and commit.
@@ -75,6 +79,8 @@ pub struct EtcdStore {
     events: broadcast::Sender<StoreEvent>,
     /// Write requests sent (transactions with a write, puts, deletes, lease grants).
     writes: Arc<AtomicU64>,
+    /// Numbers lock attempts, to give each a unique lock value.
+    lock_attempts: AtomicU64,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -258,6 +264,66 @@ impl Drop for EtcdHeld {
     }
 }
 
+/// An acquire transaction that may have reached etcd without its answer
+/// reaching us: the wait timed out, the call failed, or the caller's future
+/// was dropped. Dropped while armed, it deletes the lock key if it still
+/// carries this attempt's unique value, so the key never stays behind on
+/// the live session lease (SPEC §3: a lock is never left behind).
+struct PendingAcquire {
+    kv: KvClient,
+    key: Vec<u8>,
+    owner: Vec<u8>,
+    armed: bool,
+    op_timeout: Duration,
+    writes: Arc<AtomicU64>,
+}
+
+impl Drop for PendingAcquire {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (kv, key, owner, limit, writes) = (
+            self.kv.clone(),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.owner),
+            self.op_timeout,
+            Arc::clone(&self.writes),
+        );
+        handle.spawn(
+            async move {
+                let txn = Txn::new()
+                    .when([Compare::value(key.clone(), CompareOp::Equal, owner)])
+                    .and_then([TxnOp::delete(key, None)]);
+                // The abandoned acquire may still be on its way to etcd: look
+                // again once any such request has had time to be applied.
+                for delay in [Duration::ZERO, limit / 4, limit] {
+                    tokio::time::sleep(delay).await;
+                    for attempt in 1..=10 {
+                        writes.fetch_add(1, Ordering::Relaxed);
+                        match send_txn("lock cleanup", limit, &kv, txn.clone()).await {
+                            Ok(resp) if resp.succeeded() => {
+                                debug!("deleted the lock key of an abandoned acquire");
+                                return;
+                            }
+                            Ok(_) => break,
+                            Err(e) if attempt == 10 => {
+                                warn!(error = %e, "cannot clean up an abandoned lock acquire");
+                                return;
+                            }
+                            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                        }
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+    }
+}
+
 impl EtcdStore {
     /// Connects, grants the session lease, prepares the bucket leases and
     /// starts the keep-alive, lease and watch tasks.
@@ -307,6 +373,7 @@ impl EtcdStore {
             leases,
             events,
             writes,
+            lock_attempts: AtomicU64::new(0),
             tasks: Vec::new(),
         };
         store.tasks.push(tokio::spawn(
@@ -615,20 +682,36 @@ impl Store for EtcdStore {
         let kv = self.kv();
         loop {
             let lease = self.live_lease()?;
+            // Unique to this attempt (lease ids are unique in the cluster), so
+            // an abandoned attempt can delete its key and nobody else's.
+            let attempt = self.lock_attempts.fetch_add(1, Ordering::Relaxed);
+            let owner = format!("{lease:x}/{attempt}").into_bytes();
             let txn = Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
                 .and_then([TxnOp::put(
                     key.clone(),
-                    b"locked".to_vec(),
+                    owner.clone(),
                     Some(PutOptions::new().with_lease(lease)),
                 )])
                 .or_else([TxnOp::get(key.clone(), None)]);
+            let mut pending = PendingAcquire {
+                kv: kv.clone(),
+                key: key.clone(),
+                owner,
+                armed: true,
+                op_timeout: self.options.op_timeout,
+                writes: Arc::clone(&self.writes),
+            };
             self.writes.fetch_add(1, Ordering::Relaxed);
+            // On timeout, error or a dropped future, `pending` cleans up.
             let resp = match tokio::time::timeout_at(deadline, retrying(&kv, txn)).await {
                 Err(_) => return Err(busy()),
                 Ok(Err(e)) => return Err(unavailable("lock", e)),
                 Ok(Ok(resp)) => resp,
             };
+            // Answered: either the key is ours (and `EtcdHeld` owns it) or
+            // this attempt created nothing.
+            pending.armed = false;
             let revision = resp.header().map_or(0, |h| h.revision());
             if resp.succeeded() {
                 let held = EtcdHeld {
@@ -938,6 +1021,27 @@ impl Store for EtcdStore {
     /// etcd expires decisions itself, through their leases.
     async fn purge_expired(&self, _now: UnixMs) -> Result<usize, StoreError> {
         Ok(0)
+    }
+
+    /// Stops the keep-alive first (it would grant a new session after the
+    /// revocation), then revokes the session lease: etcd deletes every
+    /// lock key attached to it in the same step.
+    async fn close(&self) -> Result<(), StoreError> {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.session.alive.store(false, Ordering::SeqCst);
+        let lease = self.session.lease.load(Ordering::SeqCst);
+        let mut client = self.client.lease_client();
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        bounded(
+            "session lease revoke",
+            self.options.op_timeout,
+            client.revoke(lease),
+        )
+        .await?;
+        info!(lease, "etcd session lease revoked");
+        Ok(())
     }
 
     fn subscribe(&self) -> Option<broadcast::Receiver<StoreEvent>> {

@@ -57,6 +57,14 @@ impl RouteKey {
     }
 }
 
+/// The key a decision is remembered under, within its contact: request ids
+/// are scoped to (contact, source bot), so two bots that happen to send the
+/// same id for one contact never see each other's decision. Stores pass it
+/// through as an opaque request id (bot ids never contain `\0`).
+pub fn request_key(source: &str, request_id: &str) -> String {
+    format!("{source}\0{request_id}")
+}
+
 /// A decision remembered by request id until `expires_at`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredDecision {
@@ -216,6 +224,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes remembered decisions that expired; returns how many.
     async fn purge_expired(&self, now: UnixMs) -> Result<usize, StoreError>;
+
+    /// Ends this process's hold on the store, after the drain: with etcd,
+    /// revokes the session lease, so whatever is still attached to it (a
+    /// lock whose release failed, one taken by a call the grace period cut
+    /// off) is released at once rather than after `session_ttl`. Nothing
+    /// can be locked or committed through the store afterwards.
+    async fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Changes made through other routers, for a store shared by several;
     /// `None` for a store only this process writes.

@@ -16,7 +16,8 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Table {
     Contacts,
-    /// Keyed `contact_id \0 request_id`: request ids are scoped to their contact.
+    /// Keyed `contact_id \0 source \0 request_id` (see [`crate::request_key`]):
+    /// request ids are scoped to their contact and source bot.
     Decisions,
     /// Handoff id → contact id.
     Handoffs,
@@ -154,6 +155,12 @@ fn update_entry<T>(
     let out = f(contact.entry_mut(handoff_id).ok_or_else(not_found)?)?;
     w.put(Table::Contacts, &contact_id, encode(&contact))?;
     Ok(out)
+}
+
+/// The contact a handoff belongs to, if the handoff is indexed.
+pub fn handoff_contact(r: &dyn Read, handoff_id: &str) -> Result<Option<String>, StoreError> {
+    Ok(r.get(Table::Handoffs, handoff_id)?
+        .map(|c| String::from_utf8_lossy(&c).into_owned()))
 }
 
 pub fn acknowledge(

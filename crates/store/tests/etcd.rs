@@ -367,3 +367,169 @@ async fn a_new_router_knows_a_silent_bot_reported_after_its_report_expired() {
     assert_eq!(gate(reports.first()), Some(Decision::DeferredUnhealthy));
     assert_eq!(gate(None), None, "no report at all is let through");
 }
+
+/// The lock keys left under `prefix`.
+async fn lock_keys(raw: &mut etcd_client::Client, prefix: &str) -> Vec<String> {
+    let options = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_keys_only();
+    raw.get(format!("{prefix}locks/"), Some(options))
+        .await
+        .unwrap()
+        .kvs()
+        .iter()
+        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_waits_that_time_out_leave_no_lock_behind() {
+    let etcd = Etcd::single().await.unwrap();
+    let stores = [
+        std::sync::Arc::new(EtcdStore::connect(options(&etcd, "/t9/")).await.unwrap()),
+        std::sync::Arc::new(EtcdStore::connect(options(&etcd, "/t9/")).await.unwrap()),
+    ];
+    let mut raw = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .unwrap();
+    let contacts = 4;
+    for round in 0..3 {
+        let mut tasks = Vec::new();
+        for i in 0..contacts * 24 {
+            let store = std::sync::Arc::clone(&stores[i % 2]);
+            // Waits short enough that some end while their acquire is in flight.
+            let wait = Duration::from_millis(1 + (i % 7) as u64 * 3);
+            tasks.push(tokio::spawn(async move {
+                let contact = format!("c{}", i % contacts);
+                match store.lock(&contact, wait).await {
+                    Ok(lock) => {
+                        tokio::task::yield_now().await;
+                        drop(lock);
+                        false
+                    }
+                    Err(StoreError::Busy(_)) => true,
+                    Err(e) => panic!("{e}"),
+                }
+            }));
+        }
+        let mut busy = 0;
+        for task in tasks {
+            busy += usize::from(task.await.unwrap());
+        }
+        assert!(busy > 0, "round {round}: no lock wait timed out");
+        // No key stays on the live session leases: every contact is free
+        // again, well before the sessions could expire.
+        let mut left = Vec::new();
+        for _ in 0..100 {
+            left = lock_keys(&mut raw, "/t9/").await;
+            if left.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(left, Vec::<String>::new(), "round {round}");
+        for c in 0..contacts {
+            let lock = stores[c % 2]
+                .lock(&format!("c{c}"), Duration::from_millis(200))
+                .await
+                .unwrap();
+            drop(lock);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_lock_call_leaves_no_lock_behind() {
+    let etcd = Etcd::single().await.unwrap();
+    let store = std::sync::Arc::new(EtcdStore::connect(options(&etcd, "/t10/")).await.unwrap());
+    let mut raw = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .unwrap();
+    let mut puts = raw
+        .watch(
+            "/t10/locks/",
+            Some(etcd_client::WatchOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    // Dropped at different points of their flight: some before the
+    // transaction is sent, some after etcd applied it, before the answer.
+    for i in 0..60 {
+        let task = {
+            let store = std::sync::Arc::clone(&store);
+            tokio::spawn(async move {
+                let _held = store.lock(&format!("c{i}"), Duration::from_secs(5)).await;
+                std::future::pending::<()>().await;
+            })
+        };
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_micros(50 * (i % 30)) {
+            tokio::task::yield_now().await;
+        }
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+    }
+    let mut created = 0;
+    while let Ok(Ok(Some(resp))) =
+        tokio::time::timeout(Duration::from_millis(300), puts.message()).await
+    {
+        created += resp
+            .events()
+            .iter()
+            .filter(|e| e.event_type() == etcd_client::EventType::Put)
+            .count();
+    }
+    assert!(created > 0, "no dropped call reached etcd");
+    eventually(
+        "the lock keys of dropped calls to go",
+        Duration::from_secs(5),
+        || {
+            let mut raw = raw.clone();
+            async move { lock_keys(&mut raw, "/t10/").await.is_empty().then_some(()) }
+        },
+    )
+    .await;
+    let other = EtcdStore::connect(options(&etcd, "/t10/")).await.unwrap();
+    for i in 0..60 {
+        drop(
+            other
+                .lock(&format!("c{i}"), Duration::from_millis(200))
+                .await
+                .unwrap(),
+        );
+    }
+}
+
+#[tokio::test]
+async fn closing_the_store_releases_its_locks_at_once() {
+    let etcd = Etcd::single().await.unwrap();
+    let mut slow = options(&etcd, "/t11/");
+    slow.session_ttl = Duration::from_secs(60);
+    let a = EtcdStore::connect(slow).await.unwrap();
+    let b = EtcdStore::connect(options(&etcd, "/t11/")).await.unwrap();
+    let mut raw = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .unwrap();
+    // Held locks that nothing releases: as if their release had failed.
+    let mut locks = Vec::new();
+    for i in 0..3 {
+        let contact = format!("c{i}");
+        locks.push(a.lock(&contact, Duration::from_millis(500)).await.unwrap());
+    }
+    std::mem::forget(locks);
+    assert_eq!(lock_keys(&mut raw, "/t11/").await.len(), 3);
+    let started = std::time::Instant::now();
+    a.close().await.unwrap();
+    assert_eq!(lock_keys(&mut raw, "/t11/").await, Vec::<String>::new());
+    for i in 0..3 {
+        drop(
+            b.lock(&format!("c{i}"), Duration::from_millis(200))
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Nothing is locked through a closed store.
+    let refused = a.lock("c9", Duration::from_millis(200)).await.unwrap_err();
+    assert!(matches!(refused, StoreError::Unavailable(_)), "{refused}");
+}

@@ -27,8 +27,48 @@ impl Etcd {
         Self::cluster(1).await
     }
 
-    /// Starts `n` members and waits until every one answers healthy.
+    /// Starts `n` members and waits until every one answers healthy. A port
+    /// that was free when picked may be taken by a parallel test before etcd
+    /// binds it: then the whole cluster starts again on new ports.
     pub async fn cluster(n: usize) -> anyhow::Result<Self> {
+        for _ in 0..4 {
+            let mut etcd = Self::start(n)?;
+            if etcd.all_healthy().await {
+                return Ok(etcd);
+            }
+        }
+        anyhow::bail!("etcd did not start after 4 tries (see its log above)")
+    }
+
+    /// Waits until every member is healthy; false as soon as one has exited.
+    async fn all_healthy(&mut self) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        for i in 0..self.members.len() {
+            loop {
+                let port = self.members[i].client;
+                if let Ok((200, body)) = http_get(port, "/health").await
+                    && body.contains("true")
+                {
+                    break;
+                }
+                let exited = self.members[i]
+                    .process
+                    .as_mut()
+                    .is_some_and(Process::exited);
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "timed out after 30s waiting for etcd member {i} to be healthy"
+                );
+                if exited {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        true
+    }
+
+    fn start(n: usize) -> anyhow::Result<Self> {
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),
@@ -44,9 +84,6 @@ impl Etcd {
         };
         for i in 0..n {
             etcd.launch(i)?;
-        }
-        for i in 0..n {
-            etcd.wait_healthy(i).await;
         }
         Ok(etcd)
     }

@@ -80,6 +80,11 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// Waits for the process to exit by itself, at most `deadline`.
     pub async fn wait(&mut self, deadline: Duration) -> std::process::ExitStatus {
         let name = self.name.clone();

@@ -46,8 +46,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let store = server::open_store(&config).await?;
-    let engine = server::engine(&config, store).await?;
+    let engine = server::engine(&config, std::sync::Arc::clone(&store)).await?;
     let served = server::serve(config, engine, listener, server::signal()).await;
+    server::close_store(store.as_ref()).await;
     telemetry.shutdown();
     served
 }

@@ -1,4 +1,4 @@
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,11 +8,17 @@ use baton_store::{Acknowledged, ContactLock, EmbeddedStore, Loaded, OutcomeRecor
 use super::queries::{NOT_YOUR_CONTACT, NOT_YOUR_HANDOFF, NOT_YOUR_OUTCOME};
 use super::*;
 
-/// Counts every call that reaches the store.
+/// Counts every call that reaches the store; with `slow_commit` on, a
+/// commit behaves as a slow durable write does: the write runs on in a
+/// task of its own whoever waits for it, and lands after a delay.
 struct Counting {
-    inner: EmbeddedStore,
+    inner: Arc<EmbeddedStore>,
     calls: AtomicUsize,
+    slow_commit: AtomicBool,
+    commit_started: tokio::sync::Notify,
 }
+
+const SLOW_COMMIT: Duration = Duration::from_millis(100);
 
 impl Counting {
     fn hit(&self) {
@@ -32,7 +38,20 @@ impl Store for Counting {
     }
     async fn commit(&self, l: ContactLock, c: Commit) -> Result<(), StoreError> {
         self.hit();
-        self.inner.commit(l, c).await
+        if !self.slow_commit.load(Ordering::SeqCst) {
+            return self.inner.commit(l, c).await;
+        }
+        self.commit_started.notify_one();
+        let inner = Arc::clone(&self.inner);
+        let write = async move {
+            tokio::time::sleep(SLOW_COMMIT).await;
+            // The held lock stays with the caller, as with a write on a blocking thread.
+            let unfenced = ContactLock::new(c.contact_id.clone(), 0, Box::new(()));
+            inner.commit(unfenced, c).await
+        };
+        let landed = tokio::spawn(write).await.unwrap();
+        drop(l);
+        landed
     }
     async fn contact(&self, c: &str) -> Result<Option<ContactState>, StoreError> {
         self.hit();
@@ -75,8 +94,10 @@ impl Store for Counting {
 
 async fn engine() -> (Arc<Engine>, Arc<Counting>) {
     let store = Arc::new(Counting {
-        inner: EmbeddedStore::in_memory(),
+        inner: Arc::new(EmbeddedStore::in_memory()),
         calls: AtomicUsize::new(0),
+        slow_commit: AtomicBool::new(false),
+        commit_started: tokio::sync::Notify::new(),
     });
     let policy = Policy::new(Config::default()).unwrap();
     let engine = Arc::new(Engine::new(policy, store.clone(), 16).await.unwrap());
@@ -350,6 +371,64 @@ async fn a_deferred_handoff_completes_when_the_target_recovers() {
     assert!(engine.store.deferred().await.unwrap().is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handoff_deferred_for_a_stale_target_completes_when_reports_resume() {
+    let mut config = Config::default();
+    config.health.stale_after = Duration::from_millis(300);
+    let policy = Policy::new(config).unwrap();
+    let engine = Arc::new(
+        Engine::new(policy, Arc::new(EmbeddedStore::in_memory()), 16)
+            .await
+            .unwrap(),
+    );
+    let mut events = engine.subscribe();
+    engine.report_health(buyer_report(900.0)).await.unwrap();
+    // The buyer goes silent: no unhealthy report, only staleness.
+    let buyer_status = |engine: &Engine| {
+        engine
+            .bots()
+            .into_iter()
+            .find(|b| b.id == "buyer")
+            .map(|b| b.status)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !matches!(buyer_status(&engine), Some(HealthStatus::Stale(_))) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "buyer never went stale"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let d = engine
+        .decide(request(&engine, "c1", "lead", "I want to buy a house"))
+        .await
+        .unwrap();
+    assert_eq!(d.verdict.decision, Decision::DeferredUnhealthy);
+
+    // Reports resume, healthy: the deferred handoff is retried and completes.
+    engine.report_health(buyer_report(900.0)).await.unwrap();
+    let event = loop {
+        let e = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("the deferred handoff to be retried")
+            .unwrap();
+        if e.verdict.decision == Decision::Approved {
+            break e;
+        }
+    };
+    assert_eq!(
+        (event.contact_id.as_str(), event.verdict.target.as_str()),
+        ("c1", "buyer")
+    );
+    let contact = engine.contact("c1").await.unwrap();
+    assert_eq!(contact.owner, "buyer");
+    let deferral = contact.deferral.unwrap();
+    assert_eq!(
+        (deferral.status, deferral.tries),
+        (DeferralStatus::Completed, 1)
+    );
+}
+
 #[tokio::test]
 async fn a_deferred_handoff_is_tried_at_most_three_times() {
     let (engine, _) = engine().await;
@@ -521,4 +600,179 @@ async fn a_bot_is_told_the_same_of_others_contacts_as_of_contacts_that_do_not_ex
             .await;
         assert_eq!(answer(operator).0, tonic::Code::NotFound, "{id}");
     }
+}
+
+// Item 7: replays.
+
+/// Raises the learned threshold of `lead>seller` for pattern `model` to
+/// 0.8, as ten failed outcomes would.
+fn raise_lead_to_seller_threshold(engine: &Engine) {
+    let mut window = OutcomeWindow::default();
+    for _ in 0..10 {
+        window.record(Outcome::Failed, &LearningConfig::default());
+    }
+    let key = RouteKey {
+        source: "lead".into(),
+        target: "seller".into(),
+        pattern: "model".into(),
+    };
+    assert_eq!(engine.learn(&key, window), 0.8);
+}
+
+#[tokio::test]
+async fn a_retry_replays_its_approval_after_learning_raised_the_threshold() {
+    let (engine, _) = engine().await;
+    let mut req = with_signal(request(&engine, "c1", "lead", "x"), &engine, "seller", 0.75);
+    req.request_id = "r-1".into();
+    let first = engine.decide(req.clone()).await.unwrap();
+    assert_eq!(first.verdict.decision, Decision::Approved);
+    raise_lead_to_seller_threshold(&engine);
+    let again = engine.decide(req).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.verdict, first.verdict);
+}
+
+#[tokio::test]
+async fn a_request_id_never_stored_costs_no_storage_on_the_stay_path() {
+    let (engine, store) = engine().await;
+    let mut req = request(&engine, "c1", "lead", "hi there");
+    req.request_id = "r-new".into();
+    let d = engine.decide(req).await.unwrap();
+    assert_eq!((d.verdict.decision, d.replayed), (Decision::Stay, false));
+    assert_eq!(store.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_replay_is_neither_pushed_nor_counted_again() {
+    let (engine, _) = engine().await;
+    let mut events = engine.subscribe();
+    let mut req = request(&engine, "c1", "lead", "I want to sell my house");
+    req.request_id = "r-1".into();
+    engine.decide(req.clone()).await.unwrap();
+    assert!(engine.decide(req).await.unwrap().replayed);
+    let event = events.try_recv().unwrap();
+    assert_eq!(event.verdict.decision, Decision::Approved);
+    assert!(events.try_recv().is_err(), "the replay was pushed again");
+    let approved = engine
+        .counts()
+        .into_iter()
+        .find(|(d, _)| *d == Decision::Approved);
+    assert_eq!(approved, Some((Decision::Approved, 1)));
+}
+
+#[tokio::test]
+async fn a_completed_deferral_replays_as_its_completion() {
+    let (engine, _) = engine().await;
+    engine.report_health(buyer_report(2500.0)).await.unwrap();
+    let mut req = request(&engine, "c1", "lead", "I want to buy a house");
+    req.request_id = "r-1".into();
+    let d = engine.decide(req.clone()).await.unwrap();
+    assert_eq!(d.verdict.decision, Decision::DeferredUnhealthy);
+    engine.report_health(buyer_report(900.0)).await.unwrap();
+    engine.retry_one("c1").await.unwrap();
+    let contact = engine.contact("c1").await.unwrap();
+    assert_eq!(contact.owner, "buyer");
+    let again = engine.decide(req).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(
+        (again.verdict.decision, again.verdict.target.as_str()),
+        (Decision::Approved, "buyer")
+    );
+    assert_eq!(again.verdict.handoff_id, contact.last_handoff_id);
+}
+
+#[tokio::test]
+async fn request_ids_are_scoped_to_contact_and_source_bot() {
+    let (engine, _) = engine().await;
+    let mut sell = request(&engine, "c1", "lead", "I want to sell my house");
+    sell.request_id = "r-1".into();
+    assert_eq!(
+        engine.decide(sell).await.unwrap().verdict.decision,
+        Decision::Approved
+    );
+    // The new owner happens to send the same id: its own request, decided afresh.
+    let mut buy = request(&engine, "c1", "seller", "I want to buy a house");
+    buy.request_id = "r-1".into();
+    let d = engine.decide(buy).await.unwrap();
+    assert!(!d.replayed);
+    assert_eq!(
+        (d.verdict.decision, d.verdict.target.as_str()),
+        (Decision::Approved, "buyer")
+    );
+}
+
+#[tokio::test]
+async fn refusals_are_not_stored_under_their_request_id() {
+    let (engine, _) = engine().await;
+    lead_to_seller(&engine, "c1").await;
+    let mut again = request(&engine, "c1", "lead", "I want to sell my house");
+    again.request_id = "r-2".into();
+    let d = engine.decide(again).await.unwrap();
+    assert_eq!(d.verdict.decision, Decision::NotOwner);
+    // Every stored decision, expired or not, is purged at the end of time: none.
+    assert_eq!(engine.store.purge_expired(UnixMs::MAX).await.unwrap(), 0);
+}
+
+// Item 5: acknowledgements and outcomes against a concurrent decision.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acks_and_outcomes_survive_a_decision_committing_at_the_same_time() {
+    let (engine, store) = engine().await;
+    let handoff = lead_to_seller(&engine, "c1").await;
+    store.slow_commit.store(true, Ordering::SeqCst);
+    // The seller hands the contact on; its commit rewrites the whole contact.
+    let deciding = {
+        let engine = Arc::clone(&engine);
+        let req = request(&engine, "c1", "seller", "I want to buy a house");
+        tokio::spawn(async move { engine.decide(req).await })
+    };
+    store.commit_started.notified().await;
+    let (ack, outcome) = tokio::join!(
+        engine.acknowledge(&handoff, "seller"),
+        engine.record_outcome(&handoff, Outcome::Successful, Viewer::Bot("seller")),
+    );
+    assert!(ack.unwrap().first);
+    assert!(outcome.unwrap().2);
+    let decided = deciding.await.unwrap().unwrap();
+    assert_eq!(decided.verdict.decision, Decision::Approved);
+
+    let contact = engine.contact("c1").await.unwrap();
+    assert_eq!(contact.owner, "buyer");
+    let entry = contact
+        .history
+        .iter()
+        .find(|e| e.handoff_id == handoff)
+        .unwrap();
+    assert!(entry.acknowledged_at.is_some(), "the ack was lost");
+    assert_eq!(entry.outcome, Some(Outcome::Successful));
+    // Sent again, the outcome is not counted again.
+    let (_, _, recorded) = engine
+        .record_outcome(&handoff, Outcome::Successful, Viewer::Bot("seller"))
+        .await
+        .unwrap();
+    assert!(!recorded);
+    let learned = engine.learned_thresholds();
+    assert_eq!((learned.len(), learned[0].outcomes), (1, 1));
+}
+
+// Item 6: a call cancelled mid-commit.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cancelled_mid_commit_is_replayed_not_executed_again() {
+    let (engine, store) = engine().await;
+    store.slow_commit.store(true, Ordering::SeqCst);
+    let mut req = request(&engine, "c1", "lead", "I want to sell my house");
+    req.request_id = "r-1".into();
+    // The client's deadline passes while the commit is being written.
+    tokio::select! {
+        _ = engine.decide(req.clone()) => panic!("the commit should still be running"),
+        _ = store.commit_started.notified() => {}
+    }
+    store.slow_commit.store(false, Ordering::SeqCst);
+    let retry = engine.decide(req).await.unwrap();
+    assert!(retry.replayed, "the retry approved a second time");
+    assert_eq!(retry.verdict.decision, Decision::Approved);
+    let contact = engine.contact("c1").await.unwrap();
+    assert_eq!(contact.history.len(), 1);
+    assert_eq!(contact.last_handoff_id, retry.verdict.handoff_id);
 }
