@@ -45,8 +45,9 @@ pub struct Classifier {
     patterns: Vec<Pattern>,
     /// Patterns whose first word is exact, by that word.
     by_first: HashMap<String, Vec<usize>, BuildHasherDefault<Fnv>>,
-    /// Patterns whose first word is a prefix (`foreclos*`): tried at every word.
-    prefix_first: Vec<usize>,
+    /// Patterns whose first word is a prefix (`foreclos*`), by the prefix's
+    /// first byte: tried at the words that start with that byte.
+    prefix_first: Vec<Vec<usize>>,
     negations: Vec<String>,
     negation_window: usize,
     clause_breaks: Vec<String>,
@@ -79,11 +80,15 @@ impl Classifier {
             });
         }
         let mut by_first: HashMap<String, Vec<usize>, BuildHasherDefault<Fnv>> = HashMap::default();
-        let mut prefix_first = Vec::new();
+        let mut prefix_first = vec![Vec::new(); 256];
         for (i, p) in patterns.iter().enumerate() {
             match p.words.first() {
                 Some(PatternWord::Exact(w)) => by_first.entry(w.clone()).or_default().push(i),
-                Some(PatternWord::Prefix(_)) => prefix_first.push(i),
+                Some(PatternWord::Prefix(w)) => match w.as_bytes().first() {
+                    Some(&b) => prefix_first[usize::from(b)].push(i),
+                    // An empty prefix matches every word.
+                    None => (0..256).for_each(|b| prefix_first[b].push(i)),
+                },
                 None => {}
             }
         }
@@ -118,11 +123,13 @@ impl Classifier {
     pub fn classify(&self, tokens: &Tokens) -> Classification<'_> {
         let mut matched = vec![false; self.patterns.len()];
         for start in 0..tokens.len() {
-            let exact = self
-                .by_first
-                .get(tokens.word(start))
-                .map_or(&[][..], Vec::as_slice);
-            for &i in exact.iter().chain(&self.prefix_first) {
+            let word = tokens.word(start);
+            let exact = self.by_first.get(word).map_or(&[][..], Vec::as_slice);
+            let prefixed = word
+                .as_bytes()
+                .first()
+                .map_or(&[][..], |&b| self.prefix_first[usize::from(b)].as_slice());
+            for &i in exact.iter().chain(prefixed) {
                 if !matched[i] && self.matches_at(tokens, &self.patterns[i], start) {
                     matched[i] = true;
                 }
