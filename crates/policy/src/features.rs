@@ -14,7 +14,7 @@ use rust_stemmers::{Algorithm, Stemmer};
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
 
-use crate::text::{Tokens, normalize, split, tokenize_up_to};
+use crate::text::{normalize, split};
 
 /// How a message is turned into features; stored in the model file.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,16 +174,8 @@ impl std::hash::Hasher for Fnv {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.0 = h;
+        let start = if self.0 == 0 { FNV_BASIS } else { self.0 };
+        self.0 = bytes.iter().fold(start, |h, &b| eat(h, b));
     }
 }
 
@@ -269,19 +261,19 @@ impl Featurizer {
     /// Normalises and splits into clauses; accents stay until after stemming
     /// (Snowball reads "vendí" better than "vendi").
     pub fn words(&self, message: &str) -> Vec<(String, u32)> {
-        let tokens = self.tokens(message);
-        word_refs(&tokens)
+        let text = normalize(message, self.max_words());
+        self.word_slices(&text)
             .into_iter()
             .map(|(w, c)| (w.to_owned(), c))
             .collect()
     }
 
-    fn tokens(&self, message: &str) -> Tokens {
-        tokenize_up_to(
-            message,
-            &self.spec.clause_breaks,
-            self.spec.max_words as usize,
-        )
+    /// The shaped words of a normalised text and their clauses, borrowed from it.
+    fn word_slices<'t>(&self, text: &'t str) -> Vec<(&'t str, u32)> {
+        split(text, &self.spec.clause_breaks, self.max_words())
+            .into_iter()
+            .map(|(s, e, c)| (shape(&text[s..e]), c))
+            .collect()
     }
 
     /// Words this featurizer reads of a message.
@@ -356,11 +348,7 @@ impl Featurizer {
     /// Every feature of a text normalised by [`normalize`] (which the
     /// router's phrase rules share, so a message is normalised once).
     pub fn features_normalized(&self, text: &str) -> Features {
-        let ranges = split(text, &self.spec.clause_breaks, self.max_words());
-        let words: Vec<(&str, u32)> = ranges
-            .iter()
-            .map(|&(s, e, c)| (shape(&text[s..e]), c))
-            .collect();
+        let words = self.word_slices(text);
         let lang = self.language(text, &words);
         let negated = self.negated(&words);
         let mut f = Features {
@@ -456,7 +444,7 @@ impl Featurizer {
     }
 
     fn start(&self, kind: u8, neg: bool) -> u64 {
-        eat(eat(0xcbf2_9ce4_8422_2325, kind), u8::from(neg))
+        eat(eat(FNV_BASIS, kind), u8::from(neg))
     }
 
     fn fold_hash(&self, h: u64) -> u32 {
@@ -464,15 +452,17 @@ impl Featurizer {
     }
 }
 
+const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// One byte into an FNV-1a (64-bit) hash.
 fn eat(h: u64, b: u8) -> u64 {
     (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
 }
 
-/// The words of `tokens`, shaped, borrowed from them.
-fn word_refs(tokens: &Tokens) -> Vec<(&str, u32)> {
-    (0..tokens.len())
-        .map(|i| (shape(tokens.word(i)), tokens.clause(i)))
-        .collect()
+/// FNV-1a, 64 bits, of `bytes`: the one hash behind feature buckets, the
+/// featurizer's lookups and a model's digest of its training data.
+pub fn fnv64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(FNV_BASIS, |h, &b| eat(h, b))
 }
 
 fn tokens_len(words: &[(&str, u32)]) -> usize {

@@ -262,10 +262,5 @@ fn calibrate(
 
 /// FNV-1a, 64 bits, of the training file: the model remembers its data.
 pub fn digest(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    baton_policy::features::fnv64(bytes)
 }
