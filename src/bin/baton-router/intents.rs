@@ -169,22 +169,11 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<bool> {
     }
     let examples = read_corpus(&args.data, policy.config())?;
     let report = evaluate(&policy, source, &examples);
-    print!("{report}");
-    if args.show_misses {
-        println!("\nmisses (line, label -> decided, text):");
-        for (line, text, gold, got) in &report.misses {
-            println!("{line:>5} {gold} -> {got}: {text}");
-            if let Some(model) = policy.model() {
-                let probs = model.predict(&model.featurizer().features(text));
-                let shown: Vec<String> = model
-                    .classes()
-                    .iter()
-                    .zip(probs)
-                    .map(|(c, p)| format!("{} {p:.2}", c.name))
-                    .collect();
-                println!("      {}", shown.join("  "));
-            }
-        }
+    // A reader that closes the pipe early (`| head`) ends the report, not the process.
+    if let Err(e) = print_report(&report, &policy, args.show_misses)
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(e).context("cannot write the report");
     }
     match args.min_accuracy {
         Some(min) if report.accuracy() < min => {
@@ -197,4 +186,31 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<bool> {
         }
         _ => Ok(true),
     }
+}
+
+fn print_report(
+    report: &baton_train::Report,
+    policy: &Policy,
+    show_misses: bool,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    write!(out, "{report}")?;
+    if show_misses {
+        writeln!(out, "\nmisses (line, label -> decided, text):")?;
+        for (line, text, gold, got) in &report.misses {
+            writeln!(out, "{line:>5} {gold} -> {got}: {text}")?;
+            if let Some(model) = policy.model() {
+                let probs = model.predict(&model.featurizer().features(text));
+                let shown: Vec<String> = model
+                    .classes()
+                    .iter()
+                    .zip(probs)
+                    .map(|(c, p)| format!("{} {p:.2}", c.name))
+                    .collect();
+                writeln!(out, "      {}", shown.join("  "))?;
+            }
+        }
+    }
+    out.flush()
 }
