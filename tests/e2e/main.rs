@@ -4,6 +4,7 @@
 mod auth;
 mod bad_input;
 mod context;
+mod corrupt_store;
 mod etcd;
 mod grpcurl;
 mod health_gate;
@@ -13,6 +14,7 @@ mod loops;
 mod operators;
 mod probe;
 mod race;
+mod store;
 mod telemetry;
 
 use std::path::Path;

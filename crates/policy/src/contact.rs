@@ -42,6 +42,9 @@ pub struct HistoryEntry {
     pub acknowledged_at: Option<UnixMs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// When the outcome was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome_at: Option<UnixMs>,
 }
 
 /// Where a deferred handoff stands.
@@ -120,6 +123,19 @@ impl ContactState {
             last_handoff_id: String::new(),
             deferral: None,
         }
+    }
+
+    /// The last time anything happened to the contact that the store
+    /// keeps: a change of owner, a handoff, its acknowledgement or outcome,
+    /// a deferral. Retention counts idleness from here.
+    pub fn last_active(&self) -> UnixMs {
+        let history = self.history.iter().flat_map(|e| {
+            [Some(e.at), e.acknowledged_at, e.outcome_at]
+                .into_iter()
+                .flatten()
+        });
+        let deferral = self.deferral.as_ref().map(|d| d.deferred_at);
+        history.chain(deferral).fold(self.owner_since, UnixMs::max)
     }
 
     pub fn with_human(&self) -> bool {
@@ -203,6 +219,7 @@ impl ContactState {
             reason: reason.to_owned(),
             acknowledged_at: None,
             outcome: None,
+            outcome_at: None,
         };
         self.push(entry, config);
         self.owner = to.to_owned();
@@ -225,6 +242,7 @@ impl ContactState {
             reason: reason.to_owned(),
             acknowledged_at: None,
             outcome: None,
+            outcome_at: None,
         };
         self.push(entry, config);
         self.owner = owner.to_owned();

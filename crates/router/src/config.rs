@@ -192,10 +192,54 @@ impl Default for EtcdConfig {
     }
 }
 
+/// The `[store]` section: how the embedded store writes and what it keeps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Writes committed together in one transaction (one fsync), at most.
+    pub batch_max: usize,
+    /// How long a batch waits for more writes after its first; 0s commits
+    /// what is queued at once (no added latency; batches still form while
+    /// the previous one syncs).
+    #[serde(with = "humantime_serde")]
+    pub batch_wait: Duration,
+    /// A contact with no handoff, acknowledgement or outcome for this long
+    /// is deleted, with its handoff index, stored decisions and deferral;
+    /// so is an outcome window no outcome reached. At least the longest
+    /// rule window (the policy's windows and TTLs).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        let defaults = baton_store::EmbeddedOptions::default();
+        Self {
+            batch_max: defaults.batching.max,
+            batch_wait: defaults.batching.wait,
+            retention: defaults.retention,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The embedded store's options.
+    pub fn embedded(&self) -> baton_store::EmbeddedOptions {
+        baton_store::EmbeddedOptions {
+            batching: baton_store::Batching {
+                max: self.batch_max,
+                wait: self.batch_wait,
+            },
+            retention: self.retention,
+        }
+    }
+}
+
 /// Everything the router runs with.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RouterConfig {
     pub server: ServerConfig,
+    pub store: StoreConfig,
     pub etcd: EtcdConfig,
     pub auth: AuthConfig,
     #[serde(flatten)]
@@ -290,6 +334,12 @@ impl RouterConfig {
                 .context("config section [auth]")?,
             None => AuthConfig::default(),
         };
+        let store = match table.remove("store") {
+            Some(v) => v
+                .try_into::<StoreConfig>()
+                .context("config section [store]")?,
+            None => StoreConfig::default(),
+        };
         let etcd = match table.remove("etcd") {
             Some(v) => v
                 .try_into::<EtcdConfig>()
@@ -301,13 +351,46 @@ impl RouterConfig {
         auth.check_roles(&policy)?;
         let config = Self {
             server,
+            store,
             etcd,
             auth,
             policy,
         };
         config.validate_etcd()?;
         config.validate_server()?;
+        config.validate_store()?;
         Ok(config)
+    }
+
+    fn validate_store(&self) -> anyhow::Result<()> {
+        let s = &self.store;
+        within("store.batch_max", s.batch_max, 1, MAX_BATCH)?;
+        duration("store.batch_wait", s.batch_wait, false)?;
+        if s.batch_wait > MAX_BATCH_WAIT {
+            return Err(invalid("store.batch_wait", "must be at most 100ms").into());
+        }
+        duration("store.retention", s.retention, true)?;
+        let p = &self.policy.policy;
+        let (longest, key) = [
+            (p.circular_window, "policy.circular_window"),
+            (p.chain_gap, "policy.chain_gap"),
+            (p.rate_window_short, "policy.rate_window_short"),
+            (p.rate_window_long, "policy.rate_window_long"),
+            (p.context_ttl, "policy.context_ttl"),
+            (p.decision_ttl, "policy.decision_ttl"),
+            (self.policy.health.defer_window, "health.defer_window"),
+        ]
+        .into_iter()
+        .max_by_key(|(d, _)| *d)
+        .unwrap_or_default();
+        if s.retention < longest {
+            let why = format!(
+                "must be at least the longest rule window ({key} = {})",
+                humantime::format_duration(longest)
+            );
+            return Err(invalid("store.retention", &why).into());
+        }
+        Ok(())
     }
 
     fn validate_server(&self) -> anyhow::Result<()> {
@@ -413,6 +496,10 @@ impl RouterConfig {
     }
 }
 
+/// Writes in one store transaction, at most.
+const MAX_BATCH: usize = 65_536;
+/// The longest a store batch may wait for more writes.
+const MAX_BATCH_WAIT: Duration = Duration::from_millis(100);
 /// Decisions buffered per watcher, at most.
 const MAX_WATCH_BUFFER: usize = 65_536;
 /// Calls in flight per connection, at most.
@@ -595,6 +682,10 @@ mod tests {
                 "server.max_request_bytes",
             ),
             ("server.purge_every=0s", "server.purge_every"),
+            ("store.batch_max=0", "store.batch_max"),
+            ("store.batch_wait=1s", "store.batch_wait"),
+            ("store.retention=0s", "store.retention"),
+            ("store.retention=1h", "store.retention"),
             ("server.idle_timeout=0s", "server.idle_timeout"),
             ("server.handshake_timeout=0s", "server.handshake_timeout"),
             (

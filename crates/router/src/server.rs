@@ -42,6 +42,7 @@ pub async fn open_store(config: &RouterConfig) -> anyhow::Result<Arc<dyn Store>>
             decision_ttl: p.policy.decision_ttl,
             health_ttl: p.health.stale_after,
             defer_ttl: p.health.defer_window,
+            ..EtcdOptions::default()
         };
         let store = EtcdStore::connect(options)
             .await
@@ -50,11 +51,11 @@ pub async fn open_store(config: &RouterConfig) -> anyhow::Result<Arc<dyn Store>>
     }
     let store = if config.server.memory {
         info!("state kept in memory only: nothing survives a restart");
-        EmbeddedStore::in_memory()
+        EmbeddedStore::in_memory_with(config.store.embedded())
     } else {
         let dir = &config.server.data_dir;
         info!(data_dir = %dir.display(), "embedded store");
-        EmbeddedStore::open(dir)?
+        EmbeddedStore::open_with(dir, config.store.embedded())?
     };
     Ok(Arc::new(store))
 }

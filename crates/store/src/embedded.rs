@@ -2,7 +2,8 @@
 //! plain maps in memory for tests and benchmarks; in-process contact locks.
 //! A single router owns it. The operations themselves live in [`tables`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 use baton_policy::{ContactState, HealthReport, LearningConfig, Outcome, OutcomeWindow, UnixMs};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::batch::{Batching, Staged, Writer};
 use crate::tables::{self, Read, Table, Write};
 use crate::{
     Acknowledged, Commit, ContactLock, Loaded, LocalLocks, OutcomeRecorded, RouteKey, Store,
@@ -43,6 +45,20 @@ fn table_scan(
     Ok(out)
 }
 
+fn table_range(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    from: &str,
+    to: &str,
+    limit: usize,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let mut out = Vec::new();
+    for row in t.range(from..to).map_err(io)?.take(limit) {
+        let (k, v) = row.map_err(io)?;
+        out.push((k.value().to_owned(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
 struct RedbRead(redb::ReadTransaction);
 
 impl Read for RedbRead {
@@ -53,49 +69,99 @@ impl Read for RedbRead {
     fn scan(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         table_scan(&self.0.open_table(definition(table)).map_err(io)?)
     }
+
+    fn range(
+        &self,
+        table: Table,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        table_range(
+            &self.0.open_table(definition(table)).map_err(io)?,
+            from,
+            to,
+            limit,
+        )
+    }
 }
 
-struct RedbWrite<'a>(&'a redb::WriteTransaction);
+type RedbTable<'a> = redb::Table<'a, &'static str, &'static [u8]>;
+
+/// The store's view of a redb write transaction. Each table is opened once
+/// per transaction, at first use, and stays open until the view is dropped
+/// (which must happen before the transaction commits).
+pub(crate) struct RedbWrite<'a> {
+    txn: &'a redb::WriteTransaction,
+    open: RefCell<[Option<RedbTable<'a>>; Table::ALL.len()]>,
+}
+
+impl<'a> RedbWrite<'a> {
+    pub(crate) fn new(txn: &'a redb::WriteTransaction) -> Self {
+        Self {
+            txn,
+            open: RefCell::new(Default::default()),
+        }
+    }
+
+    fn with<T>(
+        &self,
+        table: Table,
+        f: impl FnOnce(&mut RedbTable<'a>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut open = self.open.borrow_mut();
+        let slot = &mut open[table as usize];
+        match slot {
+            Some(t) => f(t),
+            None => f(slot.insert(self.txn.open_table(definition(table)).map_err(io)?)),
+        }
+    }
+}
 
 impl Read for RedbWrite<'_> {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        table_get(&self.0.open_table(definition(table)).map_err(io)?, key)
+        self.with(table, |t| table_get(t, key))
     }
 
     fn scan(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        table_scan(&self.0.open_table(definition(table)).map_err(io)?)
+        self.with(table, |t| table_scan(t))
+    }
+
+    fn range(
+        &self,
+        table: Table,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.with(table, |t| table_range(t, from, to, limit))
     }
 }
 
 impl Write for RedbWrite<'_> {
     fn put(&mut self, table: Table, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        let mut t = self.0.open_table(definition(table)).map_err(io)?;
-        t.insert(key, value.as_slice()).map_err(io)?;
-        Ok(())
+        self.with(table, |t| {
+            t.insert(key, value.as_slice()).map_err(io)?;
+            Ok(())
+        })
     }
 
     fn remove(&mut self, table: Table, key: &str) -> Result<(), StoreError> {
-        let mut t = self.0.open_table(definition(table)).map_err(io)?;
-        t.remove(key).map_err(io)?;
-        Ok(())
+        self.with(table, |t| {
+            t.remove(key).map_err(io)?;
+            Ok(())
+        })
     }
 }
 
-/// One hash map per table.
+/// One ordered map per table.
 #[derive(Default)]
-struct Maps([HashMap<String, Vec<u8>>; Table::ALL.len()]);
+struct Maps([BTreeMap<String, Vec<u8>>; Table::ALL.len()]);
 
 impl Maps {
-    fn table(&mut self, table: Table) -> &mut HashMap<String, Vec<u8>> {
+    fn table(&mut self, table: Table) -> &mut BTreeMap<String, Vec<u8>> {
         &mut self.0[table as usize]
     }
-}
-
-/// A write on the in-memory maps: changes are staged and applied together,
-/// so an operation that fails halfway leaves nothing behind.
-struct MemWrite<'a> {
-    maps: &'a mut Maps,
-    staged: Vec<(Table, String, Option<Vec<u8>>)>,
 }
 
 impl Read for Maps {
@@ -104,90 +170,175 @@ impl Read for Maps {
     }
 
     fn scan(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let mut rows: Vec<_> = self.0[table as usize]
+        Ok(self.0[table as usize]
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        rows.sort();
-        Ok(rows)
+            .collect())
     }
-}
 
-impl Read for MemWrite<'_> {
-    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let staged = self
-            .staged
-            .iter()
-            .rev()
-            .find(|(t, k, _)| *t == table && k == key);
-        match staged {
-            Some((_, _, value)) => Ok(value.clone()),
-            None => Read::get(&*self.maps, table, key),
+    fn range(
+        &self,
+        table: Table,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
         }
-    }
-
-    fn scan(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let mut rows: BTreeMap<String, Vec<u8>> = self.maps.scan(table)?.into_iter().collect();
-        for (t, k, v) in &self.staged {
-            if *t == table {
-                match v {
-                    Some(v) => rows.insert(k.clone(), v.clone()),
-                    None => rows.remove(k),
-                };
-            }
-        }
-        Ok(rows.into_iter().collect())
-    }
-}
-
-impl Write for MemWrite<'_> {
-    fn put(&mut self, table: Table, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        self.staged.push((table, key.to_owned(), Some(value)));
-        Ok(())
-    }
-
-    fn remove(&mut self, table: Table, key: &str) -> Result<(), StoreError> {
-        self.staged.push((table, key.to_owned(), None));
-        Ok(())
+        Ok(self.0[table as usize]
+            .range::<str, _>((
+                std::ops::Bound::Included(from),
+                std::ops::Bound::Excluded(to),
+            ))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 }
 
 enum Backend {
-    File(Arc<Database>),
+    /// Reads open their own transaction; writes go through the group
+    /// committer.
+    File {
+        db: Arc<Database>,
+        writer: Writer,
+    },
     Memory(Arc<Mutex<Maps>>),
 }
+
+/// Where the store reads the time it records activity at.
+pub type Clock = Arc<dyn Fn() -> UnixMs + Send + Sync>;
 
 pub struct EmbeddedStore {
     backend: Backend,
     locks: LocalLocks,
+    retention: Duration,
+    clock: Clock,
+}
+
+/// How the embedded store batches and keeps what it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddedOptions {
+    /// Group commit bounds (file store only).
+    pub batching: Batching,
+    /// A contact with no write (decision, acknowledgement, outcome) for
+    /// this long is deleted with its index entries and stored decisions.
+    pub retention: Duration,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        Self {
+            batching: Batching::default(),
+            retention: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// Expiry-index entries handled in one write.
+const PURGE_SLICE: usize = 512;
+
+fn now_ms() -> UnixMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) `dir/baton.redb`.
+    /// The store's clock and retention, for a write about to be queued.
+    fn keep(&self) -> tables::Keep {
+        tables::Keep {
+            now: (self.clock)(),
+            retention: i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// Opens (or creates) `dir/baton.redb` with the default options.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with(dir, EmbeddedOptions::default())
+    }
+
+    /// Opens (or creates) `dir/baton.redb`.
+    pub fn open_with(dir: &Path, options: EmbeddedOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
         let path = dir.join("baton.redb");
-        let db = Database::create(&path)
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let db = crate::file::open_database(&path, false)?;
+        Self::from_database(db, options)
+    }
+
+    /// The store over an open redb database: creates the tables and starts
+    /// the writer.
+    fn from_database(db: Database, options: EmbeddedOptions) -> Result<Self, StoreError> {
         let txn = db.begin_write().map_err(io)?;
         for table in Table::ALL {
             txn.open_table(definition(table)).map_err(io)?;
         }
         txn.commit().map_err(io)?;
-        Ok(Self {
-            backend: Backend::File(Arc::new(db)),
+        let db = Arc::new(db);
+        let writer = Writer::start(Arc::clone(&db), options.batching)?;
+        let store = Self {
+            backend: Backend::File { db, writer },
             locks: LocalLocks::default(),
-        })
+            retention: options.retention,
+            clock: Arc::new(now_ms),
+        };
+        let keep = store.keep();
+        let indexed = store.write_now(move |w| tables::index_untracked(w, keep))?;
+        if indexed > 0 {
+            tracing::info!(
+                contacts = indexed,
+                "contacts from an older store indexed for retention"
+            );
+        }
+        Ok(store)
+    }
+
+    /// Write transactions the file store committed so far (each one fsync,
+    /// however many writes its batch held); 0 in memory.
+    pub fn transactions(&self) -> u64 {
+        match &self.backend {
+            Backend::File { writer, .. } => writer.transactions(),
+            Backend::Memory(_) => 0,
+        }
     }
 
     /// A store that lives in memory only: for tests, demos and benchmarks.
     pub fn in_memory() -> Self {
+        Self::in_memory_with(EmbeddedOptions::default())
+    }
+
+    /// A store in memory only, keeping contacts for `options.retention`.
+    pub fn in_memory_with(options: EmbeddedOptions) -> Self {
         Self {
             backend: Backend::Memory(Arc::default()),
             locks: LocalLocks::default(),
+            retention: options.retention,
+            clock: Arc::new(now_ms),
         }
+    }
+
+    /// Reads the time activity is recorded at from `clock` instead of the
+    /// system clock: for tests and simulations that drive time.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Runs `f` in its own write transaction, on this thread: for start-up.
+    fn write_now<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Write) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let Backend::File { db, .. } = &self.backend else {
+            return f(&mut Staged::new(&Maps::default()));
+        };
+        let txn = db.begin_write().map_err(io)?;
+        let out = f(&mut RedbWrite::new(&txn))?;
+        txn.commit().map_err(io)?;
+        Ok(out)
     }
 
     /// Takes the lock of a handoff's contact, for a write that changes the
@@ -210,44 +361,37 @@ impl EmbeddedStore {
 
     fn read<T>(&self, f: impl FnOnce(&dyn Read) -> Result<T, StoreError>) -> Result<T, StoreError> {
         match &self.backend {
-            Backend::File(db) => f(&RedbRead(db.begin_read().map_err(io)?)),
+            Backend::File { db, .. } => f(&RedbRead(db.begin_read().map_err(io)?)),
             Backend::Memory(maps) => f(&*maps.lock().unwrap_or_else(|p| p.into_inner())),
         }
     }
 
-    /// Runs `f` in one write transaction. File commits fsync, so they run
-    /// off the async workers.
-    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs `f` as one write, all or nothing: on the file, in the next group
+    /// commit, answered once it is durable. `hold` (a contact lock) is
+    /// released only after the write landed or failed, even if the caller
+    /// stopped waiting.
+    async fn write<T, H, F>(&self, hold: H, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
+        H: Send + 'static,
         F: FnOnce(&mut dyn Write) -> Result<T, StoreError> + Send + 'static,
     {
         match &self.backend {
-            Backend::File(db) => {
-                let db = Arc::clone(db);
-                let run = move || {
-                    let txn = db.begin_write().map_err(io)?;
-                    let out = f(&mut RedbWrite(&txn))?;
-                    txn.commit().map_err(io)?;
-                    Ok(out)
-                };
-                tokio::task::spawn_blocking(run)
-                    .await
-                    .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
-            }
+            Backend::File { writer, .. } => writer.write(hold, f).await,
             Backend::Memory(maps) => {
                 let mut maps = maps.lock().unwrap_or_else(|p| p.into_inner());
-                let mut txn = MemWrite {
-                    maps: &mut maps,
-                    staged: Vec::new(),
+                let (out, writes) = {
+                    let mut staged = Staged::new(&*maps);
+                    let out = f(&mut staged)?;
+                    (out, staged.into_writes())
                 };
-                let out = f(&mut txn)?;
-                for (table, key, value) in std::mem::take(&mut txn.staged) {
+                for (table, key, value) in writes {
                     match value {
-                        Some(v) => txn.maps.table(table).insert(key, v),
-                        None => txn.maps.table(table).remove(&key),
+                        Some(v) => maps.table(table).insert(key, v),
+                        None => maps.table(table).remove(&key),
                     };
                 }
+                drop(hold);
                 Ok(out)
             }
         }
@@ -273,9 +417,9 @@ impl Store for EmbeddedStore {
         if lock.contact_id != commit.contact_id {
             return Err(StoreError::Fenced(commit.contact_id));
         }
-        self.write(move |w| tables::commit(w, &commit)).await?;
-        drop(lock);
-        Ok(())
+        let keep = self.keep();
+        self.write(Some(lock), move |w| tables::commit(w, &commit, keep))
+            .await
     }
 
     async fn contact(&self, contact_id: &str) -> Result<Option<ContactState>, StoreError> {
@@ -288,10 +432,12 @@ impl Store for EmbeddedStore {
         bot: &str,
         now: UnixMs,
     ) -> Result<Acknowledged, StoreError> {
-        let _lock = self.lock_handoff(handoff_id).await?;
-        let (handoff_id, bot) = (handoff_id.to_owned(), bot.to_owned());
-        self.write(move |w| tables::acknowledge(w, &handoff_id, &bot, now))
-            .await
+        let lock = self.lock_handoff(handoff_id).await?;
+        let (handoff_id, bot, keep) = (handoff_id.to_owned(), bot.to_owned(), self.keep());
+        self.write(lock, move |w| {
+            tables::acknowledge(w, &handoff_id, &bot, now, keep)
+        })
+        .await
     }
 
     async fn record_outcome(
@@ -300,10 +446,12 @@ impl Store for EmbeddedStore {
         outcome: Outcome,
         config: &LearningConfig,
     ) -> Result<OutcomeRecorded, StoreError> {
-        let _lock = self.lock_handoff(handoff_id).await?;
-        let (handoff_id, config) = (handoff_id.to_owned(), config.clone());
-        self.write(move |w| tables::record_outcome(w, &handoff_id, outcome, &config))
-            .await
+        let lock = self.lock_handoff(handoff_id).await?;
+        let (handoff_id, config, keep) = (handoff_id.to_owned(), config.clone(), self.keep());
+        self.write(lock, move |w| {
+            tables::record_outcome(w, &handoff_id, outcome, &config, keep)
+        })
+        .await
     }
 
     async fn outcome_windows(&self) -> Result<Vec<(RouteKey, OutcomeWindow)>, StoreError> {
@@ -312,7 +460,8 @@ impl Store for EmbeddedStore {
 
     async fn put_health(&self, report: &HealthReport) -> Result<(), StoreError> {
         let report = report.clone();
-        self.write(move |w| tables::put_health(w, &report)).await
+        self.write((), move |w| tables::put_health(w, &report))
+            .await
     }
 
     async fn health_reports(&self) -> Result<Vec<HealthReport>, StoreError> {
@@ -323,8 +472,40 @@ impl Store for EmbeddedStore {
         self.read(tables::deferred)
     }
 
+    /// Deletes what expired, from the expiry index, a bounded slice per
+    /// write so decisions keep flowing meanwhile. A contact is deleted under
+    /// its lock; one that is busy is left for the next purge.
     async fn purge_expired(&self, now: UnixMs) -> Result<usize, StoreError> {
-        self.write(move |w| tables::purge_expired(w, now)).await
+        let keep = tables::Keep {
+            now,
+            retention: self.keep().retention,
+        };
+        let mut removed = 0;
+        loop {
+            let due = self.read(|r| tables::due(r, now, PURGE_SLICE))?;
+            if due.is_empty() {
+                return Ok(removed);
+            }
+            let full = due.len() == PURGE_SLICE;
+            let mut locks = Vec::new();
+            let mut ready = Vec::new();
+            for d in due {
+                if let Some(contact) = d.contact() {
+                    match self.locks.lock(contact, Duration::ZERO).await {
+                        Ok(lock) => locks.push(lock),
+                        Err(_) => continue,
+                    }
+                }
+                ready.push(d);
+            }
+            let skipped_all = ready.is_empty();
+            removed += self
+                .write(Some(locks), move |w| tables::expire(w, &ready, keep))
+                .await?;
+            if !full || skipped_all {
+                return Ok(removed);
+            }
+        }
     }
 }
 
@@ -333,6 +514,7 @@ mod tests {
     use super::*;
     use crate::StoredDecision;
     use baton_policy::{Config, ContextPacket, Decision, EntryKind, Verdict};
+    use redb::Database;
 
     fn verdict() -> Verdict {
         Verdict {
@@ -385,6 +567,7 @@ mod tests {
             )),
             handoff_id: Some("h1".into()),
             deferred: None,
+            published: None,
         };
         store.commit(lock, commit).await.unwrap();
     }
@@ -526,16 +709,319 @@ mod tests {
         }
     }
 
+    /// A write that fails halfway leaves nothing behind, on either backend,
+    /// and on the file it does not spoil the batch it shared.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_leaves_nothing_behind() {
+        let (_dir, stores) = backends("halfway");
+        for store in stores {
+            let store = Arc::new(store);
+            let failing = {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    store
+                        .write((), |w| {
+                            w.put(Table::Health, "buyer", b"{}".to_vec())?;
+                            Err::<(), _>(StoreError::Conflict("halfway".into()))
+                        })
+                        .await
+                })
+            };
+            let report = HealthReport {
+                bot: "seller".into(),
+                ..Default::default()
+            };
+            let fine = store.put_health(&report);
+            let (failing, fine) = tokio::join!(failing, fine);
+            assert!(matches!(failing.unwrap(), Err(StoreError::Conflict(_))));
+            fine.unwrap();
+            assert_eq!(store.health_reports().await.unwrap(), vec![report]);
+        }
+    }
+
+    fn handed_over(contact_id: &str) -> Commit {
+        handed_over_at(contact_id, 1_000)
+    }
+
+    /// A handoff of a new contact to the seller at `now`.
+    fn handed_over_at(contact_id: &str, now: UnixMs) -> Commit {
+        let config = Config::default();
+        let mut state = ContactState::new("lead", now);
+        let handoff_id = format!("h-{contact_id}");
+        state.hand_over(
+            EntryKind::Handoff,
+            &handoff_id,
+            "seller",
+            "sell my house",
+            0.9,
+            "",
+            ContextPacket::default(),
+            &[],
+            &config,
+            now,
+        );
+        Commit {
+            contact_id: contact_id.into(),
+            contact: Some(state),
+            decision: Some((
+                "r1".into(),
+                StoredDecision {
+                    verdict: verdict(),
+                    expires_at: i64::MAX,
+                },
+            )),
+            handoff_id: Some(handoff_id),
+            ..Default::default()
+        }
+    }
+
+    /// Concurrent commits for different contacts share transactions (one
+    /// fsync each), and every one answered is in the file after reopening.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commits_share_transactions_and_all_survive() {
+        let dir = temp_dir("group");
+        let contacts: Vec<String> = (0..64).map(|i| format!("c{i}")).collect();
+        {
+            let options = EmbeddedOptions {
+                batching: Batching {
+                    max: 16,
+                    wait: Duration::from_millis(20),
+                },
+                ..Default::default()
+            };
+            let store = Arc::new(EmbeddedStore::open_with(&dir.0, options).unwrap());
+            let before = store.transactions();
+            let mut tasks = Vec::new();
+            for c in &contacts {
+                let (store, c) = (Arc::clone(&store), c.clone());
+                tasks.push(tokio::spawn(async move {
+                    let lock = store.lock(&c, Duration::from_secs(1)).await.unwrap();
+                    store.commit(lock, handed_over(&c)).await
+                }));
+            }
+            for task in tasks {
+                task.await.unwrap().unwrap();
+            }
+            let used = store.transactions() - before;
+            // Bounded by batch_max, and far fewer than one per commit.
+            assert!(
+                (4..=32).contains(&used),
+                "{used} transactions for 64 commits"
+            );
+        }
+        let store = EmbeddedStore::open(&dir.0).unwrap();
+        for c in &contacts {
+            let state = store.contact(c).await.unwrap().unwrap();
+            assert_eq!(state.owner, "seller", "{c}");
+            let lock = store.lock(c, Duration::from_millis(10)).await.unwrap();
+            assert!(store.load(&lock, "r1", 0).await.unwrap().prior.is_some());
+        }
+    }
+
+    /// A storage backend whose fsync fails once `fail` is set.
+    #[derive(Debug)]
+    struct FailingSync {
+        inner: redb::backends::InMemoryBackend,
+        fail: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl redb::StorageBackend for FailingSync {
+        fn len(&self) -> std::io::Result<u64> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.inner.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(std::io::Error::other("injected fsync failure"));
+            }
+            self.inner.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.inner.write(offset, data)
+        }
+    }
+
+    /// When a batch's fsync fails, every caller in it gets an error, and
+    /// nothing of it is approved: no contact, decision or handoff is there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_fsync_fails_every_write_in_its_batch() {
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let backend = FailingSync {
+            inner: redb::backends::InMemoryBackend::new(),
+            fail: Arc::clone(&fail),
+        };
+        let db = Database::builder().create_with_backend(backend).unwrap();
+        let options = EmbeddedOptions {
+            batching: Batching {
+                max: 64,
+                wait: Duration::from_millis(50),
+            },
+            ..Default::default()
+        };
+        let store = Arc::new(EmbeddedStore::from_database(db, options).unwrap());
+        fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        let before = store.transactions();
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                let c = format!("c{i}");
+                let lock = store.lock(&c, Duration::from_secs(1)).await.unwrap();
+                store.commit(lock, handed_over(&c)).await
+            }));
+        }
+        for task in tasks {
+            let err = task.await.unwrap().unwrap_err();
+            assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        }
+        assert!(store.transactions() - before < 8, "the writes were batched");
+        for i in 0..8 {
+            let c = format!("c{i}");
+            assert_eq!(store.contact(&c).await.unwrap(), None);
+            let handoff = store.read(|r| tables::handoff_contact(r, &format!("h-{c}")));
+            assert_eq!(handoff.unwrap(), None);
+        }
+    }
+
+    /// A clock the test moves by hand.
+    fn manual_clock() -> (Arc<std::sync::atomic::AtomicI64>, Clock) {
+        let now = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let read = Arc::clone(&now);
+        (
+            now,
+            Arc::new(move || read.load(std::sync::atomic::Ordering::SeqCst)),
+        )
+    }
+
+    fn retained(store: EmbeddedStore, clock: Clock) -> EmbeddedStore {
+        store.with_clock(clock)
+    }
+
+    /// A contact idle past `retention` is deleted with its handoff index and
+    /// stored decisions; one written since stays, until it is idle too.
     #[tokio::test]
-    async fn a_failed_memory_write_leaves_nothing_behind() {
-        let store = EmbeddedStore::in_memory();
-        let err = store
-            .write(|w| {
-                w.put(Table::Health, "buyer", b"{}".to_vec())?;
-                Err::<(), _>(StoreError::Conflict("halfway".into()))
-            })
-            .await;
-        assert!(err.is_err());
-        assert!(store.health_reports().await.unwrap().is_empty());
+    async fn idle_contacts_are_deleted_with_their_index_and_active_ones_stay() {
+        let dir = temp_dir("retention");
+        let options = EmbeddedOptions {
+            retention: Duration::from_millis(1_000),
+            ..Default::default()
+        };
+        let file = EmbeddedStore::open_with(&dir.0, options).unwrap();
+        for store in [file, EmbeddedStore::in_memory_with(options)] {
+            let (now, clock) = manual_clock();
+            now.store(1_000, std::sync::atomic::Ordering::SeqCst);
+            let store = retained(store, clock);
+            for c in ["c1", "c2"] {
+                let lock = store.lock(c, Duration::from_secs(1)).await.unwrap();
+                store.commit(lock, handed_over(c)).await.unwrap();
+            }
+            now.store(1_800, std::sync::atomic::Ordering::SeqCst);
+            store.acknowledge("h-c2", "seller", 1_800).await.unwrap();
+
+            assert!(store.purge_expired(2_500).await.unwrap() >= 2);
+            assert_eq!(store.contact("c1").await.unwrap(), None);
+            assert!(matches!(
+                store.acknowledge("h-c1", "seller", 2_500).await,
+                Err(StoreError::NotFound { .. })
+            ));
+            let lock = store.lock("c1", Duration::from_millis(10)).await.unwrap();
+            assert_eq!(
+                store.load(&lock, "r1", 1_500).await.unwrap(),
+                Loaded::default()
+            );
+            drop(lock);
+            assert!(store.contact("c2").await.unwrap().is_some());
+
+            store.purge_expired(2_799).await.unwrap();
+            assert!(store.contact("c2").await.unwrap().is_some());
+            store.purge_expired(2_800).await.unwrap();
+            assert_eq!(store.contact("c2").await.unwrap(), None);
+            // What is left of the index comes due a retention period later.
+            store.purge_expired(3_800).await.unwrap();
+            // Nothing is left in any table the contacts used.
+            for table in [
+                Table::Contacts,
+                Table::Decisions,
+                Table::Handoffs,
+                Table::Touched,
+                Table::Expiry,
+            ] {
+                assert_eq!(store.read(|r| r.scan(table)).unwrap(), vec![], "{table:?}");
+            }
+        }
+    }
+
+    /// A contact whose context expired keeps its history but loses the
+    /// context packet when the purge reaches it.
+    #[tokio::test]
+    async fn expired_context_packets_are_deleted() {
+        let (now, clock) = manual_clock();
+        let store = EmbeddedStore::in_memory().with_clock(clock);
+        approve(&store, "c1", "r1").await;
+        let expires = store
+            .contact("c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .context_expires_at;
+        assert!(expires > 1_000);
+        now.store(expires, std::sync::atomic::Ordering::SeqCst);
+        store.purge_expired(expires - 1).await.unwrap();
+        let c = store.contact("c1").await.unwrap().unwrap();
+        assert_eq!(c.context.timeline.as_deref(), Some("3 months"));
+        store.purge_expired(expires).await.unwrap();
+        let c = store.contact("c1").await.unwrap().unwrap();
+        assert_eq!(c.context, ContextPacket::default());
+        assert_eq!(c.owner, "seller");
+    }
+
+    /// Under steady churn (new contacts arriving, old ones expiring) the
+    /// file stops growing once the retention period is reached.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_file_stops_growing_under_churn() {
+        let dir = temp_dir("churn");
+        let options = EmbeddedOptions {
+            retention: Duration::from_millis(1_000),
+            ..Default::default()
+        };
+        let (now, clock) = manual_clock();
+        let store = Arc::new(
+            EmbeddedStore::open_with(&dir.0, options)
+                .unwrap()
+                .with_clock(clock),
+        );
+        let path = dir.0.join("baton.redb");
+        let mut sizes = Vec::new();
+        for round in 0..16i64 {
+            now.store(round * 1_000, std::sync::atomic::Ordering::SeqCst);
+            let mut tasks = Vec::new();
+            for i in 0..400 {
+                let store = Arc::clone(&store);
+                tasks.push(tokio::spawn(async move {
+                    let c = format!("r{round}-c{i}");
+                    let lock = store.lock(&c, Duration::from_secs(5)).await?;
+                    store.commit(lock, handed_over_at(&c, round * 1_000)).await
+                }));
+            }
+            for task in tasks {
+                task.await.unwrap().unwrap();
+            }
+            store.purge_expired(round * 1_000 + 999).await.unwrap();
+            sizes.push(std::fs::metadata(&path).unwrap().len());
+        }
+        let rows = store.read(|r| r.scan(Table::Contacts)).unwrap().len();
+        assert_eq!(rows, 400, "only the last round's contacts are left");
+        // The first rounds grow the file to the retained working set (and
+        // redb's region sizing); from then on, freed pages are reused.
+        let settled = sizes[7];
+        assert!(
+            sizes[8..].iter().all(|&s| s <= settled),
+            "file sizes by round: {sizes:?}"
+        );
     }
 }

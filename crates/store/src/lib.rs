@@ -7,9 +7,11 @@
 
 #![forbid(unsafe_code)]
 
+mod batch;
 mod embedded;
 mod error;
 pub mod etcd;
+mod file;
 mod locks;
 mod tables;
 
@@ -22,9 +24,11 @@ use baton_policy::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use embedded::EmbeddedStore;
+pub use batch::Batching;
+pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::StoreError;
 pub use etcd::{EtcdOptions, EtcdStore};
+pub use file::{CheckReport, Integrity, check};
 pub use locks::{ContactLock, LocalLocks};
 
 /// A route and the pattern that triggered it: the key learning is kept under.
@@ -92,16 +96,15 @@ pub struct Commit {
     pub handoff_id: Option<String>,
     /// Changes to the index of pending deferred handoffs.
     pub deferred: Option<DeferredChange>,
+    /// What this decision tells watchers, for the routers that share the
+    /// store with this one (opaque to the store; ignored by a store only
+    /// this process writes).
+    pub published: Option<Vec<u8>>,
 }
 
-/// The index of contacts with a pending deferred handoff, by target bot.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DeferredChange {
-    /// The contact now waits for this target bot to recover.
-    Add(String),
-    /// The contact no longer waits.
-    Remove,
-}
+/// Changes to the index of contacts with a pending deferred handoff, by
+/// target bot (the policy decides them, the store applies them).
+pub use baton_policy::DeferredChange;
 
 /// The result of recording an outcome.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,6 +172,9 @@ pub enum StoreEvent {
     /// The bot's report expired in the store: it went silent.
     HealthExpired(String),
     Outcomes(RouteKey, OutcomeWindow),
+    /// A decision another router published through its commit
+    /// ([`Commit::published`]), as that router wrote it; each arrives once.
+    Published(Vec<u8>),
 }
 
 #[async_trait]
@@ -183,6 +189,21 @@ pub trait Store: Send + Sync + 'static {
         request_id: &str,
         now: UnixMs,
     ) -> Result<Loaded, StoreError>;
+
+    /// [`lock`](Self::lock), then [`load`](Self::load): what a decision
+    /// needs before its gates. A backend that can read in the same round
+    /// trip as it takes the lock (etcd: in the acquire transaction) does.
+    async fn lock_and_load(
+        &self,
+        contact_id: &str,
+        request_id: &str,
+        wait: Duration,
+        now: UnixMs,
+    ) -> Result<(ContactLock, Loaded), StoreError> {
+        let lock = self.lock(contact_id, wait).await?;
+        let loaded = self.load(&lock, request_id, now).await?;
+        Ok((lock, loaded))
+    }
 
     /// Writes `commit` atomically, fenced by `lock`, and releases the lock.
     async fn commit(&self, lock: ContactLock, commit: Commit) -> Result<(), StoreError>;

@@ -1,7 +1,9 @@
 //! `baton-router`: parse the configuration, set up logs, serve until
 //! SIGTERM/SIGINT, drain. `baton-router train` and `baton-router eval`
-//! make and measure intent models.
+//! make and measure intent models; `baton-router check` reports on the
+//! embedded store's file.
 
+mod check;
 mod intents;
 
 use anyhow::Context;
@@ -21,6 +23,14 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Some("eval") => {
             let args = intents::EvalArgs::parse_from(std::env::args_os().skip(1));
             Ok(if intents::eval(args)? {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            })
+        }
+        Some("check") => {
+            let args = check::CheckArgs::parse_from(std::env::args_os().skip(1));
+            Ok(if check::check(args)? {
                 std::process::ExitCode::SUCCESS
             } else {
                 std::process::ExitCode::FAILURE
