@@ -20,6 +20,7 @@ use baton_store::{
     Commit, ContactLock, DeferredChange, RouteKey, Store, StoreError, StoreEvent, StoredDecision,
     request_key,
 };
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -38,8 +39,10 @@ pub struct HandoffRequest {
     pub request_id: String,
 }
 
-/// A decision as it went out, for operators and target bots to watch.
-#[derive(Debug, Clone)]
+/// A decision as it went out, for operators and target bots to watch. A
+/// decision committed to a store shared by several routers travels to the
+/// others as this, in JSON ([`Commit::published`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecisionEvent {
     pub contact_id: String,
     pub source: String,
@@ -111,6 +114,9 @@ pub struct Engine {
     stay_span_every: u64,
     /// Request ids with a stored decision (see the `replays` module).
     replays: Replays,
+    /// Whether other routers share the store (etcd): only then does a
+    /// commit carry its decision for their watchers (`Commit::published`).
+    shared_store: bool,
 }
 
 pub fn now_ms() -> UnixMs {
@@ -153,6 +159,7 @@ impl Engine {
             stays: AtomicU64::new(0),
             stay_span_every: 1,
             replays: Replays::default(),
+            shared_store: store.subscribe().is_some(),
             policy,
             store,
         };
@@ -226,6 +233,14 @@ impl Engine {
             StoreEvent::Outcomes(key, window) => {
                 self.learn(&key, window);
             }
+            // Another router's decision: told to this router's watchers
+            // too, but not counted here (`GetStats` counts this process's).
+            StoreEvent::Published(bytes) => match serde_json::from_slice::<DecisionEvent>(&bytes) {
+                Ok(event) => {
+                    let _ = self.events.send(Arc::new(event));
+                }
+                Err(e) => warn!(error = %e, "unreadable decision published by another router"),
+            },
         }
     }
 
@@ -373,14 +388,26 @@ impl Engine {
     ) -> Result<Decided, EngineError> {
         let config = self.policy.config();
         let source = self.policy.bot_id(req.source);
+        let request_key = self.request_key(req);
+        let request_key = if req.request_id.is_empty() {
+            ""
+        } else {
+            &request_key
+        };
         let waiting = std::time::Instant::now();
-        let locking = self.store.lock(&req.contact_id, config.policy.lock_wait);
+        // The load rides with the lock: one etcd round trip, not two.
+        let locking = self.store.lock_and_load(
+            &req.contact_id,
+            request_key,
+            config.policy.lock_wait,
+            now_ms(),
+        );
         let locked = locking.instrument(info_span!("store.lock")).await;
         let waited = waiting.elapsed();
         self.metrics.lock_waited(waited);
         tracing::Span::current().record("baton.lock_wait_ms", waited.as_secs_f64() * 1000.0);
-        let lock = match locked {
-            Ok(lock) => lock,
+        let (lock, loaded) = match locked {
+            Ok(locked) => locked,
             Err(StoreError::Busy(_)) => {
                 let a = assessment.unwrap_or_else(|| self.assess_message(req));
                 let target = a.target.map_or(HUMAN, |t| self.policy.bot_id(t));
@@ -411,17 +438,6 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         let now = now_ms();
-        let request_key = self.request_key(req);
-        let request_key = if req.request_id.is_empty() {
-            ""
-        } else {
-            &request_key
-        };
-        let loaded = self
-            .store
-            .load(&lock, request_key, now)
-            .instrument(info_span!("store.load"))
-            .await?;
         if let Some(verdict) = loaded.prior {
             return Ok(Decided {
                 verdict,
@@ -552,6 +568,8 @@ impl Engine {
             commit.decision = Some((request_key.to_owned(), stored));
         }
         if commit.contact.is_some() || commit.decision.is_some() {
+            commit.published =
+                self.published(&req.contact_id, source, &req.request_id, now, &verdict);
             #[cfg(debug_assertions)]
             pause_for_tests(&req.contact_id).await;
             self.commit(lock, commit)
@@ -574,6 +592,36 @@ impl Engine {
         tokio::spawn(task.in_current_span())
             .await
             .map_err(|e| StoreError::Unavailable(format!("commit task failed: {e}")))?
+    }
+
+    /// A committed decision as the routers sharing the store tell their
+    /// watchers: the event this router broadcasts, in JSON. `None` for a
+    /// store nobody else reads.
+    fn published(
+        &self,
+        contact_id: &str,
+        source: &str,
+        request_id: &str,
+        at: UnixMs,
+        verdict: &Verdict,
+    ) -> Option<Vec<u8>> {
+        if !self.shared_store {
+            return None;
+        }
+        let event = DecisionEvent {
+            contact_id: contact_id.to_owned(),
+            source: source.to_owned(),
+            request_id: request_id.to_owned(),
+            at,
+            verdict: verdict.clone(),
+        };
+        match serde_json::to_vec(&event) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                warn!(error = %e, "cannot serialise a decision for the other routers");
+                None
+            }
+        }
     }
 
     fn publish(&self, contact_id: &str, source: &str, request_id: &str, verdict: &Verdict) {
@@ -717,9 +765,12 @@ impl Engine {
     /// One retry of a contact's deferred handoff: every gate again, under the lock.
     async fn retry_one(&self, contact_id: &str) -> Result<(), EngineError> {
         let config = self.policy.config();
-        let lock = self.store.lock(contact_id, config.policy.lock_wait).await?;
+        let (lock, loaded) = self
+            .store
+            .lock_and_load(contact_id, "", config.policy.lock_wait, now_ms())
+            .await?;
         let now = now_ms();
-        let Some(mut contact) = self.store.load(&lock, "", now).await?.contact else {
+        let Some(mut contact) = loaded.contact else {
             return Ok(());
         };
         let mut commit = Commit {
@@ -813,6 +864,9 @@ impl Engine {
             };
             commit.decision = Some((request_key(&source, &request_id), stored));
         }
+        if let Some(verdict) = &published {
+            commit.published = self.published(contact_id, &source, &request_id, now, verdict);
+        }
         contact.deferral = Some(d);
         commit.contact = Some(contact);
         self.commit(lock, commit).await?;
@@ -860,7 +914,11 @@ impl Engine {
             )));
         }
         let config = self.policy.config();
-        let lock = match self.store.lock(contact_id, config.policy.lock_wait).await {
+        let locked = self
+            .store
+            .lock_and_load(contact_id, "", config.policy.lock_wait, now_ms())
+            .await;
+        let (lock, loaded) = match locked {
             Err(StoreError::Busy(_)) => {
                 return Err(EngineError::Busy(format!(
                     "contact '{contact_id}' is busy, retry"
@@ -869,10 +927,7 @@ impl Engine {
             other => other?,
         };
         let now = now_ms();
-        let mut contact = self
-            .store
-            .load(&lock, "", now)
-            .await?
+        let mut contact = loaded
             .contact
             .ok_or_else(|| EngineError::NotFound(format!("contact '{contact_id}'")))?;
         let previous = contact.owner.clone();

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use baton_policy::{
     Config, ContactState, ContextPacket, Decision, EntryKind, GateInput, HealthReport,
-    HealthStatus, LearningConfig, Outcome, assess_health, run_gates,
+    HealthStatus, LearningConfig, Outcome, Verdict, assess_health, run_gates,
 };
-use baton_store::{Commit, EtcdOptions, EtcdStore, Store, StoreError, StoreEvent};
+use baton_store::{Commit, EtcdOptions, EtcdStore, Store, StoreError, StoreEvent, StoredDecision};
 use baton_test_support::{Etcd, eventually};
 
 fn options(etcd: &Etcd, prefix: &str) -> EtcdOptions {
@@ -20,6 +20,7 @@ fn options(etcd: &Etcd, prefix: &str) -> EtcdOptions {
         decision_ttl: Duration::from_secs(24 * 3600),
         health_ttl: Duration::from_secs(3600),
         defer_ttl: Duration::from_secs(1800),
+        event_ttl: Duration::from_secs(60),
     }
 }
 
@@ -47,6 +48,7 @@ fn handed_over(contact: &str, handoff_id: &str) -> Commit {
         decision: None,
         handoff_id: Some(handoff_id.into()),
         deferred: None,
+        published: None,
     }
 }
 
@@ -107,7 +109,13 @@ async fn a_commit_under_a_lost_lock_is_refused_and_the_new_holder_wins() {
 #[tokio::test]
 async fn an_approved_handoff_costs_two_etcd_writes_and_leases_are_shared() {
     let etcd = Etcd::single().await.unwrap();
-    let store = EtcdStore::connect(options(&etcd, "/t3/")).await.unwrap();
+    // Long-lived published decisions: no lease for a new bucket mid-count.
+    let store = EtcdStore::connect(EtcdOptions {
+        event_ttl: Duration::from_secs(3600),
+        ..options(&etcd, "/t3/")
+    })
+    .await
+    .unwrap();
     let mut raw = etcd_client::Client::connect(etcd.endpoints(), None)
         .await
         .unwrap();
@@ -115,14 +123,18 @@ async fn an_approved_handoff_costs_two_etcd_writes_and_leases_are_shared() {
     for i in 0..3 {
         let proposals = etcd.proposals_committed(0).await.unwrap();
         let writes = store.writes();
-        let lock = store
-            .lock(&format!("c{i}"), Duration::from_millis(500))
+        let (lock, _) = store
+            .lock_and_load(
+                &format!("c{i}"),
+                "lead\0r",
+                Duration::from_millis(500),
+                now(),
+            )
             .await
             .unwrap();
-        store
-            .commit(lock, handed_over(&format!("c{i}"), &format!("h{i}")))
-            .await
-            .unwrap();
+        let mut commit = handed_over(&format!("c{i}"), &format!("h{i}"));
+        commit.published = Some(b"approved".to_vec());
+        store.commit(lock, commit).await.unwrap();
         assert_eq!(store.writes() - writes, 2);
         assert_eq!(etcd.proposals_committed(0).await.unwrap() - proposals, 2);
     }
@@ -131,12 +143,12 @@ async fn an_approved_handoff_costs_two_etcd_writes_and_leases_are_shared() {
             .lock(&format!("c{i}"), Duration::from_millis(500))
             .await
             .unwrap();
-        store
-            .commit(lock, handed_over(&format!("c{i}"), &format!("h{i}")))
-            .await
-            .unwrap();
+        let mut commit = handed_over(&format!("c{i}"), &format!("h{i}"));
+        commit.published = Some(b"approved".to_vec());
+        store.commit(lock, commit).await.unwrap();
     }
-    // 100 contexts and handoff records with a TTL, and no lease granted for any of them.
+    // 100 contexts, handoff records and published decisions with a TTL,
+    // and no lease granted for any of them.
     assert_eq!(raw.leases().await.unwrap().leases().len(), leases_before);
     let c = store.contact("c99").await.unwrap().unwrap();
     assert_eq!(
@@ -177,7 +189,7 @@ async fn health_and_outcomes_reach_the_other_router_by_watch() {
                     StoreEvent::Outcomes(k, w) => {
                         got_outcome |= k.route() == "lead>seller" && w.successes() == 1
                     }
-                    StoreEvent::HealthExpired(_) => {}
+                    StoreEvent::HealthExpired(_) | StoreEvent::Published(_) => {}
                 }
             }
             let done = got_health && got_outcome;
@@ -532,4 +544,197 @@ async fn closing_the_store_releases_its_locks_at_once() {
     // Nothing is locked through a closed store.
     let refused = a.lock("c9", Duration::from_millis(200)).await.unwrap_err();
     assert!(matches!(refused, StoreError::Unavailable(_)), "{refused}");
+}
+
+/// The next decision published by another router, skipping other events;
+/// `None` when none comes within `within`.
+async fn next_published(
+    events: &mut tokio::sync::broadcast::Receiver<StoreEvent>,
+    within: Duration,
+) -> Option<Vec<u8>> {
+    tokio::time::timeout(within, async {
+        loop {
+            match events.recv().await {
+                Ok(StoreEvent::Published(bytes)) => return bytes,
+                Ok(_) => continue,
+                Err(e) => panic!("store events: {e}"),
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+/// Commits a handoff of `contact` through `store`, publishing `what`.
+async fn commit_publishing(store: &EtcdStore, contact: &str, what: &str) {
+    let lock = store
+        .lock(contact, Duration::from_millis(500))
+        .await
+        .unwrap();
+    let mut commit = handed_over(contact, &format!("h:{contact}"));
+    commit.published = Some(what.as_bytes().to_vec());
+    store.commit(lock, commit).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_published_decision_reaches_the_other_routers_once_and_not_its_own() {
+    let etcd = Etcd::single().await.unwrap();
+    let a = EtcdStore::connect(options(&etcd, "/t12/")).await.unwrap();
+    let b = EtcdStore::connect(options(&etcd, "/t12/")).await.unwrap();
+    let (mut on_a, mut on_b) = (a.subscribe().unwrap(), b.subscribe().unwrap());
+    let within = Duration::from_secs(5);
+
+    commit_publishing(&a, "c1", "from a: c1").await;
+    assert_eq!(
+        next_published(&mut on_b, within).await.as_deref(),
+        Some(&b"from a: c1"[..])
+    );
+    // Events arrive in commit order: the first A hears is B's, so it never
+    // heard its own; then B hears A's next one, so it heard neither its own
+    // nor A's first twice.
+    commit_publishing(&b, "c2", "from b: c2").await;
+    assert_eq!(
+        next_published(&mut on_a, within).await.as_deref(),
+        Some(&b"from b: c2"[..])
+    );
+    commit_publishing(&a, "c3", "from a: c3").await;
+    assert_eq!(
+        next_published(&mut on_b, within).await.as_deref(),
+        Some(&b"from a: c3"[..])
+    );
+
+    // A router started now hears only what comes after: no replay.
+    let c = EtcdStore::connect(options(&etcd, "/t12/")).await.unwrap();
+    let mut on_c = c.subscribe().unwrap();
+    commit_publishing(&a, "c4", "from a: c4").await;
+    assert_eq!(
+        next_published(&mut on_c, within).await.as_deref(),
+        Some(&b"from a: c4"[..])
+    );
+
+    // The events are short-lived keys on a shared lease of about `event_ttl`
+    // (60 s, plus at most three buckets of 7 s), written with the handoff.
+    let mut raw = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .unwrap();
+    let stored = raw
+        .get(
+            "/t12/events/",
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.kvs().len(), 4);
+    for kv in stored.kvs() {
+        let ttl = raw
+            .lease_time_to_live(kv.lease(), None)
+            .await
+            .unwrap()
+            .ttl();
+        assert!((59..=81).contains(&ttl), "event lease ttl {ttl}");
+    }
+}
+
+#[tokio::test]
+async fn a_commit_without_its_lock_publishes_nothing() {
+    let etcd = Etcd::single().await.unwrap();
+    let a = EtcdStore::connect(options(&etcd, "/t13/")).await.unwrap();
+    let b = EtcdStore::connect(options(&etcd, "/t13/")).await.unwrap();
+    let mut on_b = b.subscribe().unwrap();
+    let stale = a.lock("c1", Duration::from_millis(500)).await.unwrap();
+    let mut raw = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .unwrap();
+    raw.lease_revoke(a.session_lease()).await.unwrap();
+    let mut refused = handed_over("c1", "h:c1");
+    refused.published = Some(b"fenced".to_vec());
+    let err = a.commit(stale, refused).await.unwrap_err();
+    assert!(matches!(err, StoreError::Fenced(_)), "{err}");
+    let other = EtcdStore::connect(options(&etcd, "/t13/")).await.unwrap();
+    commit_publishing(&other, "c2", "after").await;
+    assert_eq!(
+        next_published(&mut on_b, Duration::from_secs(5))
+            .await
+            .as_deref(),
+        Some(&b"after"[..])
+    );
+}
+
+#[tokio::test]
+async fn lock_and_load_reads_with_the_acquire_and_keeps_the_fence() {
+    let etcd = Etcd::single().await.unwrap();
+    let store = std::sync::Arc::new(EtcdStore::connect(options(&etcd, "/t14/")).await.unwrap());
+    let verdict = Verdict {
+        decision: Decision::Approved,
+        target: "seller".into(),
+        confidence: 0.9,
+        threshold: 0.7,
+        pattern: "sell my house".into(),
+        reason: "seller intent".into(),
+        gates: Vec::new(),
+        handoff_id: "h1:c1".into(),
+        retry_after_ms: 0,
+        pending_intents: Vec::new(),
+        context: None,
+    };
+    let lock = store.lock("c1", Duration::from_millis(500)).await.unwrap();
+    let mut first = handed_over("c1", "h1:c1");
+    first.decision = Some((
+        "lead\0r1".into(),
+        StoredDecision {
+            verdict: verdict.clone(),
+            expires_at: now() + 3_600_000,
+        },
+    ));
+    store.commit(lock, first).await.unwrap();
+
+    // One request to etcd, one write: the lock, the contact and the decision.
+    let (writes, proposals) = (store.writes(), etcd.proposals_committed(0).await.unwrap());
+    let (lock, loaded) = store
+        .lock_and_load("c1", "lead\0r1", Duration::from_millis(500), now())
+        .await
+        .unwrap();
+    assert_eq!(store.writes() - writes, 1);
+    assert_eq!(etcd.proposals_committed(0).await.unwrap() - proposals, 1);
+    assert_eq!(loaded.prior, Some(verdict));
+    let contact = loaded.contact.unwrap();
+    assert_eq!(contact.owner, "seller");
+    assert_eq!(contact.last_handoff_id, "h1:c1");
+    assert_eq!(contact.context.timeline.as_deref(), Some("3 months"));
+
+    // The load is fenced like a separate one: an acknowledgement written
+    // meanwhile makes the commit built on the older state a conflict.
+    store.acknowledge("h1:c1", "seller", 7).await.unwrap();
+    let stale = Commit {
+        contact_id: "c1".into(),
+        contact: Some(contact),
+        ..Default::default()
+    };
+    let err = store.commit(lock, stale).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+
+    // A caller that had to wait reads what the holder committed.
+    let held = store.lock("c2", Duration::from_millis(500)).await.unwrap();
+    let tries = store.writes();
+    let waiter = {
+        let store = std::sync::Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .lock_and_load("c2", "", Duration::from_secs(5), now())
+                .await
+                .map(|(_, loaded)| loaded)
+        })
+    };
+    eventually("the waiter's first try", Duration::from_secs(5), || {
+        let tried = store.writes() > tries;
+        async move { tried.then_some(()) }
+    })
+    .await;
+    store
+        .commit(held, handed_over("c2", "h2:c2"))
+        .await
+        .unwrap();
+    let loaded = waiter.await.unwrap().unwrap();
+    assert_eq!(loaded.contact.unwrap().last_handoff_id, "h2:c2");
+    assert_eq!(loaded.prior, None);
 }
