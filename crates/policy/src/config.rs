@@ -112,6 +112,10 @@ pub struct LearningConfig {
     /// Learned thresholds are clamped to `[min_threshold, max_threshold]`.
     pub min_threshold: f64,
     pub max_threshold: f64,
+    /// Distinct patterns one route learns from (each keys an outcome
+    /// window, a cache entry and a metric series); outcomes for a new
+    /// pattern beyond it are refused.
+    pub max_patterns_per_route: usize,
 }
 
 /// Input limits checked before anything else (SPEC §2.1).
@@ -252,6 +256,7 @@ impl Default for LearningConfig {
             raise_by: 0.1,
             min_threshold: 0.5,
             max_threshold: 0.95,
+            max_patterns_per_route: 1_000,
         }
     }
 }
@@ -534,6 +539,15 @@ impl Config {
             return bad(
                 "learning.window",
                 "must be at least learning.min_outcomes, which must be above zero".into(),
+            );
+        }
+        if !(1..=1_000_000).contains(&self.learning.max_patterns_per_route) {
+            return bad(
+                "learning.max_patterns_per_route",
+                format!(
+                    "{} is not in 1..=1000000",
+                    self.learning.max_patterns_per_route
+                ),
             );
         }
         if !(self.health.sla_factor.is_finite() && self.health.sla_factor > 0.0) {

@@ -17,6 +17,7 @@ pub mod health;
 pub mod learning;
 pub mod model;
 pub mod policy;
+pub mod settle;
 pub mod text;
 
 pub use classifier::BotIx;
@@ -30,6 +31,7 @@ pub use health::{HealthReport, HealthStatus, assess_health};
 pub use learning::{Outcome, OutcomeWindow};
 pub use model::{IntentModel, ModelError};
 pub use policy::{Assessment, Learned, Message, Next, NothingLearned, Policy, Signal};
+pub use settle::{DeferredChange, Retried, Settlement, settle, settle_deferred};
 
 use std::time::Duration;
 

@@ -21,7 +21,9 @@ use anyhow::{Context, bail};
 use baton_policy::ConfigError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tonic::{Request, Status};
+use tonic::Request;
+
+use crate::error::EngineError;
 
 /// The `[auth]` section.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -257,13 +259,13 @@ impl Auth {
         &self,
         authorization: Option<&str>,
         peer: Option<IpAddr>,
-    ) -> Result<Caller, Status> {
+    ) -> Result<Caller, EngineError> {
         let (caller, key) = if self.enabled() {
             if let (Some(limit), Some(ip)) = (self.failure_limit, peer)
                 && self.over_failure_limit(ip, limit)
             {
-                return Err(Status::resource_exhausted(
-                    "too many failed authentications from this address; try again later",
+                return Err(EngineError::Exhausted(
+                    "too many failed authentications from this address; try again later".into(),
                 ));
             }
             let role = authorization
@@ -276,7 +278,9 @@ impl Auth {
                 if let (Some(limit), Some(ip)) = (self.failure_limit, peer) {
                     self.failed(ip, limit);
                 }
-                return Err(Status::unauthenticated("missing or invalid token"));
+                return Err(EngineError::Unauthenticated(
+                    "missing or invalid token".into(),
+                ));
             };
             (Caller::As(role.clone()), BucketKey::Principal(*index))
         } else {
@@ -325,7 +329,7 @@ impl Auth {
         }
     }
 
-    fn take(&self, key: BucketKey, rate: RateLimit, caller: &Caller) -> Result<(), Status> {
+    fn take(&self, key: BucketKey, rate: RateLimit, caller: &Caller) -> Result<(), EngineError> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let bucket = buckets.entry(key).or_insert(Bucket {
@@ -341,7 +345,7 @@ impl Auth {
                 (Caller::Open, BucketKey::Address(Some(ip))) => ip.to_string(),
                 _ => "this client".into(),
             };
-            return Err(Status::resource_exhausted(format!(
+            return Err(EngineError::Exhausted(format!(
                 "rate limit of {} calls/s exceeded for '{who}'",
                 rate.per_second
             )));
@@ -360,12 +364,12 @@ pub fn caller<T>(request: &Request<T>) -> Caller {
         .unwrap_or(Caller::Open)
 }
 
-fn denied(caller: &Role, wanted: &str) -> Status {
-    Status::permission_denied(format!("a {} token cannot {wanted}", caller.describe()))
+fn denied(caller: &Role, wanted: &str) -> EngineError {
+    EngineError::PermissionDenied(format!("a {} token cannot {wanted}", caller.describe()))
 }
 
 /// The call acts as bot `bot`.
-pub fn as_bot(caller: &Caller, bot: &str) -> Result<(), Status> {
+pub fn as_bot(caller: &Caller, bot: &str) -> Result<(), EngineError> {
     match caller.clone() {
         Caller::Open => Ok(()),
         Caller::As(Role::Bot(id)) if id == bot => Ok(()),
@@ -377,7 +381,7 @@ pub fn as_bot(caller: &Caller, bot: &str) -> Result<(), Status> {
 }
 
 /// The call needs some bot's token (or an operator's).
-pub fn any_bot(caller: &Caller) -> Result<(), Status> {
+pub fn any_bot(caller: &Caller) -> Result<(), EngineError> {
     match caller.clone() {
         Caller::Open | Caller::As(Role::Bot(_)) | Caller::As(Role::Operator) => Ok(()),
         Caller::As(role) => Err(denied(&role, "call the handoff service")),
@@ -385,7 +389,7 @@ pub fn any_bot(caller: &Caller) -> Result<(), Status> {
 }
 
 /// The call reports for bot `bot`'s probe.
-pub fn as_probe(caller: &Caller, bot: &str) -> Result<(), Status> {
+pub fn as_probe(caller: &Caller, bot: &str) -> Result<(), EngineError> {
     match caller.clone() {
         Caller::Open => Ok(()),
         Caller::As(Role::Probe(id)) if id == bot => Ok(()),
@@ -397,7 +401,7 @@ pub fn as_probe(caller: &Caller, bot: &str) -> Result<(), Status> {
 }
 
 /// The call needs an operator.
-pub fn operator(caller: &Caller) -> Result<(), Status> {
+pub fn operator(caller: &Caller) -> Result<(), EngineError> {
     match caller.clone() {
         Caller::Open | Caller::As(Role::Operator) => Ok(()),
         Caller::As(role) => Err(denied(&role, "use the admin service")),
@@ -424,9 +428,10 @@ mod tests {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    fn call(auth: &Auth, token: Option<&str>) -> Result<Caller, Status> {
+    fn call(auth: &Auth, token: Option<&str>) -> Result<Caller, tonic::Status> {
         let header = token.map(|t| format!("Bearer {t}"));
         auth.admit(header.as_deref(), Some(IpAddr::from([192, 0, 2, 1])))
+            .map_err(tonic::Status::from)
     }
 
     #[test]
@@ -564,7 +569,7 @@ mod tests {
     fn a_refusal_echoes_a_short_prefix_of_the_claimed_bot() {
         let caller = Caller::As(Role::Bot("lead".into()));
         let claimed = "b".repeat(1 << 20);
-        let status = as_bot(&caller, &claimed).unwrap_err();
+        let status = tonic::Status::from(as_bot(&caller, &claimed).unwrap_err());
         assert_eq!(status.code(), tonic::Code::PermissionDenied);
         assert_eq!(
             status.message(),

@@ -1,5 +1,6 @@
 //! The router's one error type, and its mapping to gRPC status codes: the
-//! only place a status code is chosen. (Bytes that do not even decode are
+//! only place a status code is chosen, for handlers, the auth layer and
+//! streams alike. (Bytes that do not even decode are
 //! refused before any handler runs, by `baton_proto::codec`, as
 //! `INVALID_ARGUMENT` too.)
 
@@ -19,8 +20,18 @@ pub enum EngineError {
     /// about whether it exists.
     #[error("{0}")]
     PermissionDenied(String),
+    /// A conflict with a concurrent change; retrying the call may succeed.
     #[error("{0}")]
     Busy(String),
+    /// No valid credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A rate or failed-authentication limit was reached.
+    #[error("{0}")]
+    Exhausted(String),
+    /// A stream fell behind and lost items; the client must subscribe again.
+    #[error("{0}")]
+    DataLoss(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -32,10 +43,14 @@ impl From<EngineError> for Status {
             EngineError::NotFound(_) => Code::NotFound,
             EngineError::FailedPrecondition(_) => Code::FailedPrecondition,
             EngineError::PermissionDenied(_) => Code::PermissionDenied,
-            EngineError::Busy(_) => Code::Unavailable,
+            // Retryable conflicts: the caller may try again at once.
+            EngineError::Busy(_) => Code::Aborted,
+            EngineError::Unauthenticated(_) => Code::Unauthenticated,
+            EngineError::Exhausted(_) => Code::ResourceExhausted,
+            EngineError::DataLoss(_) => Code::DataLoss,
             EngineError::Store(s) => match s {
-                StoreError::Busy(_) | StoreError::Unavailable(_) => Code::Unavailable,
-                StoreError::Fenced(_) => Code::Aborted,
+                StoreError::Busy(_) | StoreError::Fenced(_) => Code::Aborted,
+                StoreError::Unavailable(_) => Code::Unavailable,
                 StoreError::NotFound { .. } => Code::NotFound,
                 StoreError::Conflict(_) => Code::FailedPrecondition,
                 StoreError::Corrupt { .. } => Code::Internal,
@@ -45,5 +60,57 @@ impl From<EngineError> for Status {
             tracing::warn!(error = %e, "request failed");
         }
         Status::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every error the router answers with, and the code a client sees.
+    #[test]
+    fn each_error_has_one_deliberate_code() {
+        let cases = [
+            (EngineError::Invalid("x".into()), Code::InvalidArgument),
+            (EngineError::NotFound("x".into()), Code::NotFound),
+            (
+                EngineError::FailedPrecondition("x".into()),
+                Code::FailedPrecondition,
+            ),
+            (
+                EngineError::PermissionDenied("x".into()),
+                Code::PermissionDenied,
+            ),
+            (EngineError::Busy("x".into()), Code::Aborted),
+            (
+                EngineError::Unauthenticated("x".into()),
+                Code::Unauthenticated,
+            ),
+            (EngineError::Exhausted("x".into()), Code::ResourceExhausted),
+            (EngineError::DataLoss("x".into()), Code::DataLoss),
+            (StoreError::Busy("c".into()).into(), Code::Aborted),
+            (StoreError::Fenced("c".into()).into(), Code::Aborted),
+            (
+                StoreError::Unavailable("down".into()).into(),
+                Code::Unavailable,
+            ),
+            (
+                StoreError::Conflict("x".into()).into(),
+                Code::FailedPrecondition,
+            ),
+            (
+                StoreError::NotFound {
+                    what: "handoff",
+                    id: "h".into(),
+                }
+                .into(),
+                Code::NotFound,
+            ),
+        ];
+        for (error, code) in cases {
+            let message = error.to_string();
+            let status = Status::from(error);
+            assert_eq!((status.code(), status.message()), (code, message.as_str()));
+        }
     }
 }

@@ -22,7 +22,7 @@ from baton_client._retry import Attempts, Backoff
 from baton_client.admin import Bot, Contact, DecisionRecord, Release, Stats
 from baton_client.context import Context
 from baton_client.enums import Decision, Outcome
-from baton_client.errors import Unavailable, from_rpc_error
+from baton_client.errors import Aborted, Unavailable, from_rpc_error
 from baton_client.pb import (
     admin_pb2,
     admin_pb2_grpc,
@@ -120,7 +120,7 @@ class Baton:
                 )
             except grpc.aio.AioRpcError as err:
                 error = from_rpc_error(err)
-                wait = attempts.retry_after_failure(isinstance(error, Unavailable))
+                wait = attempts.retry_after_failure(isinstance(error, (Unavailable, Aborted)))
                 if wait is None:
                     raise error from None
             await asyncio.sleep(wait)
@@ -153,7 +153,7 @@ class Baton:
                 )
             except grpc.aio.AioRpcError as err:
                 error = from_rpc_error(err)
-                wait = attempts.retry_after_failure(isinstance(error, Unavailable))
+                wait = attempts.retry_after_failure(isinstance(error, (Unavailable, Aborted)))
                 if wait is None:
                     raise error from None
             else:

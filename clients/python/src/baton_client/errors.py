@@ -110,7 +110,11 @@ class OutOfRange(BatonError):
 
 
 class Aborted(BatonError):
-    """The router lost its lock while committing (fenced); nothing was applied."""
+    """A concurrent change conflicted; nothing was applied, and an idempotent call is retried.
+
+    The contact was busy (an operator's release), or the router lost its lock
+    while committing.
+    """
 
     CODE = grpc.StatusCode.ABORTED
 

@@ -12,7 +12,7 @@ use baton_policy::{ContactState, HistoryEntry, Outcome};
 use baton_store::{Acknowledged, RouteKey, StoreError};
 use tracing::info;
 
-use super::{Engine, now_ms};
+use super::{Engine, now_ms, read};
 use crate::error::EngineError;
 
 /// Who asks about a contact or a handoff, and so what they may see.
@@ -112,11 +112,9 @@ impl Engine {
         viewer: Viewer<'_>,
     ) -> Result<(RouteKey, f64, bool), EngineError> {
         let denied = || EngineError::PermissionDenied(NOT_YOUR_OUTCOME.into());
+        let entry = self.handoff(handoff_id).await?;
         if let Viewer::Bot(bot) = viewer {
-            let party = self
-                .handoff(handoff_id)
-                .await?
-                .is_some_and(|e| e.from == bot || e.to == bot);
+            let party = entry.as_ref().is_some_and(|e| e.from == bot || e.to == bot);
             if !party {
                 info!(
                     bot,
@@ -124,6 +122,9 @@ impl Engine {
                 );
                 return Err(denied());
             }
+        }
+        if let Some(e) = &entry {
+            self.pattern_room(&e.from, &e.to, &e.pattern)?;
         }
         let recorded = match self
             .store
@@ -141,6 +142,26 @@ impl Engine {
         }
         info!(handoff = handoff_id, route = %recorded.key.route(), pattern = %recorded.key.pattern, threshold, "outcome recorded");
         Ok((recorded.key, threshold, recorded.recorded))
+    }
+}
+
+impl Engine {
+    /// Refuses an outcome that would make `source>target` learn from one
+    /// more distinct pattern than `learning.max_patterns_per_route`.
+    fn pattern_room(&self, source: &str, target: &str, pattern: &str) -> Result<(), EngineError> {
+        let (Some(s), Some(t)) = (self.policy.bot_ix(source), self.policy.bot_ix(target)) else {
+            return Ok(());
+        };
+        let cap = self.policy.config().learning.max_patterns_per_route;
+        let learned = read(&self.learned);
+        let patterns = &learned.routes[s * learned.bots + t];
+        if patterns.len() < cap || patterns.contains_key(pattern) {
+            return Ok(());
+        }
+        Err(EngineError::Exhausted(format!(
+            "route '{source}>{target}' already learns from {cap} patterns \
+             (learning.max_patterns_per_route); outcomes for a new pattern are refused"
+        )))
     }
 }
 

@@ -212,8 +212,8 @@ where
                 Ok(caller) => {
                     request.extensions_mut().insert(caller);
                 }
-                Err(status) => {
-                    let response = status.into_http::<ResBody>();
+                Err(refused) => {
+                    let response = tonic::Status::from(refused).into_http::<ResBody>();
                     return Box::pin(async move { Ok(response) });
                 }
             }
