@@ -8,11 +8,10 @@ use baton_proto::v1::admin_service_client::AdminServiceClient;
 use baton_proto::v1::handoff_service_client::HandoffServiceClient;
 use baton_proto::v1::health_service_client::HealthServiceClient;
 use baton_proto::v1::*;
-use baton_test_support::{Router, TempDir};
+use baton_test_support::{Router, TempDir, next_within};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_stream::StreamExt;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::{Code, Request, Status};
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
@@ -23,6 +22,8 @@ const SELLER: &str = "seller-token-4567";
 const BUYER: &str = "buyer-token-7654";
 const PROBE: &str = "buyer-probe-token-89ab";
 const OPERATOR: &str = "operator-token-cdef";
+/// How long a test waits for a stream's next message.
+const STREAM_WAIT: Duration = Duration::from_secs(10);
 
 /// A router whose five principals take their tokens from each of the three sources.
 async fn secured(dir: &TempDir, extra: &[&str]) -> Router {
@@ -125,8 +126,8 @@ impl Default for LeadHandoffs {
 }
 
 /// Calls `rpc` acting as the lead bot / the buyer's probe; the status code
-/// it ends with (`Ok` when it succeeded).
-async fn call(channel: &Channel, token: Option<&'static str>, rpc: Rpc) -> Code {
+/// it ends with (`Ok` when it succeeded) and its message.
+async fn call(channel: &Channel, token: Option<&'static str>, rpc: Rpc) -> (Code, String) {
     call_with(channel, token, rpc, &LeadHandoffs::default()).await
 }
 
@@ -135,7 +136,7 @@ async fn call_with(
     token: Option<&'static str>,
     rpc: Rpc,
     handoffs: &LeadHandoffs,
-) -> Code {
+) -> (Code, String) {
     let mut handoff = HandoffServiceClient::with_interceptor(channel.clone(), bearer(token));
     let mut admin = AdminServiceClient::with_interceptor(channel.clone(), bearer(token));
     let mut health = HealthServiceClient::with_interceptor(channel.clone(), bearer(token));
@@ -208,7 +209,9 @@ async fn call_with(
             .await
             .map(drop),
     };
-    result.err().map_or(Code::Ok, |s| s.code())
+    result.err().map_or((Code::Ok, String::new()), |s| {
+        (s.code(), s.message().to_owned())
+    })
 }
 
 #[tokio::test]
@@ -270,33 +273,55 @@ async fn every_role_may_call_what_it_should_and_nothing_else() {
         ReleaseContact,
         WatchDecisions,
     ];
+    const UNAUTHENTICATED: (Code, &str) = (Code::Unauthenticated, "missing or invalid token");
     for rpc in RPCS {
-        let expect = |permitted: bool| {
+        // Permitted, or refused with the role the token carries named.
+        let expect = |permitted: bool, role: &str| {
             if permitted {
-                Code::Ok
+                (Code::Ok, String::new())
             } else {
-                Code::PermissionDenied
+                (Code::PermissionDenied, format!("a {role} token cannot "))
             }
         };
+        // The seller's token may not act as the lead bot, nor record the
+        // outcome of a handoff it took no part in.
+        let seller = if rpc == RecordOutcome {
+            (
+                Code::PermissionDenied,
+                "only the handoff's source or target bot, or an operator, may record its outcome"
+                    .to_owned(),
+            )
+        } else {
+            expect(false, "bot:seller")
+        };
         let cases = [
-            (None, Code::Unauthenticated),
-            (Some("not-a-token"), Code::Unauthenticated),
-            (Some(LEAD), expect(bot_rpcs.contains(&rpc))),
-            // The seller's token may not act as the lead bot, nor record the
-            // outcome of a handoff it took no part in.
-            (Some(SELLER), expect(false)),
-            (Some(PROBE), expect(rpc == ReportHealth)),
+            (None, (UNAUTHENTICATED.0, UNAUTHENTICATED.1.to_owned())),
+            (
+                Some("not-a-token"),
+                (UNAUTHENTICATED.0, UNAUTHENTICATED.1.to_owned()),
+            ),
+            (Some(LEAD), expect(bot_rpcs.contains(&rpc), "bot:lead")),
+            (Some(SELLER), seller),
+            (Some(PROBE), expect(rpc == ReportHealth, "probe:buyer")),
             (
                 Some(OPERATOR),
-                expect(admin_rpcs.contains(&rpc) || rpc == RecordOutcome),
+                expect(
+                    admin_rpcs.contains(&rpc) || rpc == RecordOutcome,
+                    "operator",
+                ),
             ),
         ];
-        for (token, code) in cases {
-            assert_eq!(
-                call_with(&channel, token, rpc, &handoffs).await,
-                code,
-                "{rpc:?} with {token:?}"
-            );
+        for (token, (code, fragment)) in cases {
+            let (got, message) = call_with(&channel, token, rpc, &handoffs).await;
+            assert_eq!(got, code, "{rpc:?} with {token:?}: {message}");
+            if code == Code::Ok {
+                assert_eq!(message, "", "{rpc:?} with {token:?}");
+            } else {
+                assert!(
+                    message.starts_with(&fragment),
+                    "{rpc:?} with {token:?}: {message:?} does not start with {fragment:?}"
+                );
+            }
         }
     }
 }
@@ -534,7 +559,16 @@ async fn a_bot_is_told_the_same_whether_what_it_may_not_see_exists_or_not() {
             .await
             .unwrap_err(),
     );
-    assert_eq!(third.0, Code::PermissionDenied);
+    assert_eq!(
+        third,
+        (
+            Code::PermissionDenied,
+            "only the handoff's source or target bot, or an operator, may record its outcome, \
+             or there is no such handoff"
+                .to_owned(),
+            Vec::new()
+        )
+    );
     for id in &unknown_ids {
         for (who, client) in [("buyer", &mut buyer), ("lead", &mut lead)] {
             let status = client
@@ -547,7 +581,11 @@ async fn a_bot_is_told_the_same_whether_what_it_may_not_see_exists_or_not() {
             .record_outcome(outcome(id, Outcome::Failed))
             .await
             .unwrap_err();
-        assert_eq!(status.code(), Code::NotFound, "{id}");
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::NotFound, format!("handoff '{id}' not found").as_str()),
+            "{id}"
+        );
     }
     for text in [&others.1, &not_target.1, &third.1] {
         assert!(
@@ -615,7 +653,11 @@ async fn reflection_and_health_stay_open() {
         .await
         .unwrap()
         .into_inner();
-    let reply = replies.next().await.unwrap().unwrap().message_response;
+    let reply = next_within(&mut replies, STREAM_WAIT, "reflection reply")
+        .await
+        .unwrap()
+        .expect("a reflection reply")
+        .message_response;
     let Some(MessageResponse::ListServicesResponse(list)) = reply else {
         panic!("reflection did not list services: {reply:?}");
     };
@@ -645,12 +687,19 @@ async fn a_principal_over_its_rate_is_refused_while_another_is_not() {
     for _ in 0..6 {
         codes.push(call(&channel, Some(LEAD), Rpc::RequestHandoff).await);
     }
-    assert_eq!(codes[..5], [Code::Ok; 5]);
-    assert_eq!(codes[5], Code::ResourceExhausted);
+    let ok = (Code::Ok, String::new());
     assert_eq!(
-        call(&channel, Some(OPERATOR), Rpc::ListBots).await,
-        Code::Ok
+        codes[..5],
+        [ok.clone(), ok.clone(), ok.clone(), ok.clone(), ok.clone()]
     );
+    assert_eq!(
+        codes[5],
+        (
+            Code::ResourceExhausted,
+            "rate limit of 1 calls/s exceeded for 'bot:lead'".to_owned()
+        )
+    );
+    assert_eq!(call(&channel, Some(OPERATOR), Rpc::ListBots).await, ok);
 }
 
 #[tokio::test]
@@ -752,7 +801,10 @@ async fn tls_admits_clients_that_trust_the_ca_and_no_one_else() {
     .await
     .expect("start a TLS router");
     let trusted = router.channel().await;
-    assert_eq!(call(&trusted, None, Rpc::ListBots).await, Code::Ok);
+    assert_eq!(
+        call(&trusted, None, Rpc::ListBots).await,
+        (Code::Ok, String::new())
+    );
 
     // A plaintext HTTP/2 client gets one fatal TLS alert (decode_error)
     // and a closed connection: not a byte of HTTP/2.
@@ -805,6 +857,119 @@ async fn requests_above_the_size_limit_are_refused() {
     big.request_id = "r".into();
     let status = handoff.request_handoff(big).await.unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange, "{status}");
+    assert!(
+        status.message().contains("the limit is: 2048 bytes"),
+        "{status}"
+    );
     let small = crate::request("size-1", "lead", "hello");
-    assert!(handoff.request_handoff(small).await.is_ok());
+    let reply = handoff.request_handoff(small).await.unwrap().into_inner();
+    assert_eq!(decision(&reply), Decision::Stay);
+}
+
+/// A client TLS configuration that trusts `ca` (PEM file) for localhost and,
+/// given a certificate and key (PEM files), presents them.
+fn client_tls(ca: &str, identity: Option<(&str, &str)>) -> ClientTlsConfig {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()))
+        .domain_name("localhost");
+    match identity {
+        Some((cert, key)) => tls.identity(Identity::from_pem(
+            std::fs::read(cert).unwrap(),
+            std::fs::read(key).unwrap(),
+        )),
+        None => tls,
+    }
+}
+
+/// Connects with `tls` and calls ListBots, which must fail. A refused
+/// client certificate may fail the handshake (TLS 1.2) or the first call
+/// after it (TLS 1.3, where the server checks the client's certificate
+/// after the client considers the handshake done); either way no call may
+/// be served, and the failure is the transport's, never a service's status.
+async fn refused(router: &Router, tls: ClientTlsConfig) {
+    let endpoint = Channel::from_shared(router.endpoint())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap();
+    let Ok(channel) = endpoint.connect().await else {
+        return;
+    };
+    let status = AdminServiceClient::new(channel)
+        .list_bots(ListBotsRequest {})
+        .await
+        .expect_err("a call was served to a client without a trusted certificate");
+    assert!(
+        std::error::Error::source(&status).is_some_and(|e| e.is::<tonic::transport::Error>()),
+        "the refusal came from a service, not the TLS layer: {status:?}"
+    );
+}
+
+/// `--tls-client-ca`: only clients presenting a certificate signed by that
+/// CA are served; one without a certificate, or with a certificate from
+/// another CA, is refused at the TLS layer, and refusing them does not
+/// disturb a good client.
+#[tokio::test]
+async fn client_certificates_from_the_client_ca_are_required() {
+    let dir = TempDir::new("mtls");
+    let (server_ca, server_cert, server_key) = certificates(&dir, "server");
+    let (client_ca, client_cert, client_key) = certificates(&dir, "client");
+    let (_, rogue_cert, rogue_key) = certificates(&dir, "rogue");
+    let good = client_tls(&server_ca, Some((&client_cert, &client_key)));
+    let router = Router::start_tls(
+        router_bin(),
+        &[
+            "--tls-cert",
+            &server_cert,
+            "--tls-key",
+            &server_key,
+            "--tls-client-ca",
+            &client_ca,
+        ],
+        good.clone(),
+    )
+    .await
+    .expect("start a router requiring client certificates");
+
+    // A client with a certificate from the client CA: a real call is served.
+    let trusted = router.channel().await;
+    let served = |bots: Vec<Bot>| bots.into_iter().map(|b| b.id).collect::<Vec<_>>();
+    let listed = AdminServiceClient::new(trusted.clone())
+        .list_bots(ListBotsRequest {})
+        .await
+        .expect("a client with a certificate from the client CA is served")
+        .into_inner();
+    let expected = served(listed.bots.clone());
+    assert!(expected.contains(&"seller".to_owned()), "{expected:?}");
+    let reply = HandoffServiceClient::new(trusted.clone())
+        .request_handoff(crate::request("mtls-1", "lead", "I want to sell my house"))
+        .await
+        .expect("RequestHandoff with a client certificate")
+        .into_inner();
+    assert_eq!(decision(&reply), Decision::Approved);
+
+    // No certificate: refused.
+    refused(&router, client_tls(&server_ca, None)).await;
+    // A certificate the client CA did not sign: refused.
+    refused(
+        &router,
+        client_tls(&server_ca, Some((&rogue_cert, &rogue_key))),
+    )
+    .await;
+
+    // The good client, on its old connection and on a new one, is still served.
+    let again = AdminServiceClient::new(trusted)
+        .list_bots(ListBotsRequest {})
+        .await
+        .expect("the trusted client is still served")
+        .into_inner();
+    assert_eq!(served(again.bots), expected);
+    let fresh = router.channel().await;
+    let contact = AdminServiceClient::new(fresh)
+        .get_contact(GetContactRequest {
+            contact_id: "mtls-1".into(),
+        })
+        .await
+        .expect("a new trusted connection is served")
+        .into_inner();
+    assert_eq!(contact.owner, "seller");
 }

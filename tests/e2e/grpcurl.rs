@@ -1,9 +1,86 @@
 //! The operator path as a user walks it: the real `grpcurl` binary, with
 //! nothing but server reflection, calling every RPC (the README's recipes).
 
-use std::process::{Command, Output, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::router;
+
+/// How long a test waits for a stream opened by grpcurl to show something.
+const STREAM_WAIT: Duration = Duration::from_secs(20);
+
+/// A server stream grpcurl holds open (`-v`, so it prints the response
+/// headers the moment they arrive), its output collected as it comes.
+struct Streaming {
+    child: Child,
+    output: Arc<Mutex<String>>,
+    method: String,
+}
+
+impl Streaming {
+    fn open(addr: &str, method: &str, body: &str) -> Self {
+        let mut child = Command::new(grpcurl())
+            .args([
+                "-plaintext",
+                "-v",
+                "-max-time",
+                "60",
+                "-d",
+                body,
+                addr,
+                method,
+            ])
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("grpcurl on PATH (scripts/test installs it; or set BATON_GRPCURL)");
+        let output = Arc::new(Mutex::new(String::new()));
+        let stdout = child.stdout.take().unwrap();
+        let sink = Arc::clone(&output);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut out = sink.lock().unwrap_or_else(|p| p.into_inner());
+                out.push_str(&line);
+                out.push('\n');
+            }
+        });
+        Self {
+            child,
+            output,
+            method: method.to_owned(),
+        }
+    }
+
+    /// Waits until the output contains `needle`; the output so far.
+    fn wait_for(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let out = self
+                .output
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if out.contains(needle) {
+                return out;
+            }
+            assert!(
+                start.elapsed() < STREAM_WAIT,
+                "{}: no {needle:?} within {STREAM_WAIT:?}; so far: {out}",
+                self.method
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 fn grpcurl() -> String {
     std::env::var("BATON_GRPCURL").unwrap_or_else(|_| "grpcurl".into())
@@ -53,33 +130,21 @@ async fn every_rpc_answers_grpcurl_through_reflection_alone() {
         assert!(list.contains(service), "{list}");
     }
 
-    let watch = Command::new(grpcurl())
-        .args([
-            "-plaintext",
-            "-max-time",
-            "5",
-            "-d",
-            r#"{"skip_stay": true}"#,
-            addr,
-            "baton.v1.AdminService/WatchDecisions",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let incoming = Command::new(grpcurl())
-        .args([
-            "-plaintext",
-            "-max-time",
-            "5",
-            "-d",
-            r#"{"bot": "seller"}"#,
-            addr,
-            "baton.v1.HandoffService/WatchHandoffs",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500)); // let both subscribe: grpcurl gives no signal
+    let watch = Streaming::open(
+        addr,
+        "baton.v1.AdminService/WatchDecisions",
+        r#"{"skip_stay": true}"#,
+    );
+    let incoming = Streaming::open(
+        addr,
+        "baton.v1.HandoffService/WatchHandoffs",
+        r#"{"bot": "seller"}"#,
+    );
+    // The router subscribes a stream to decisions before it answers with
+    // the response headers: once grpcurl has printed them, the stream sees
+    // every decision made from then on.
+    watch.wait_for("Response headers received");
+    incoming.wait_for("Response headers received");
 
     let health = r#"{"report": {"bot": "seller", "sample_count": 50, "p95_ms": 800, "error_rate": 0.01}}
                     {"report": {"bot": "seller", "sample_count": 60, "p95_ms": 700, "error_rate": 0.0}}"#;
@@ -136,11 +201,8 @@ async fn every_rpc_answers_grpcurl_through_reflection_alone() {
     let health = call(addr, "grpc.health.v1.Health/Check", "{}");
     assert!(health.contains("SERVING"), "{health}");
 
-    let watched = String::from_utf8_lossy(&watch.wait_with_output().unwrap().stdout).into_owned();
-    assert!(watched.contains(&handoff), "{watched}");
-    let pushed = String::from_utf8_lossy(&incoming.wait_with_output().unwrap().stdout).into_owned();
-    assert!(
-        pushed.contains(&handoff) && pushed.contains("3 months"),
-        "{pushed}"
-    );
+    let watched = watch.wait_for(&handoff);
+    assert!(watched.contains("DECISION_APPROVED"), "{watched}");
+    let pushed = incoming.wait_for(&handoff);
+    assert!(pushed.contains("3 months"), "{pushed}");
 }

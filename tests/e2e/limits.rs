@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use baton_proto::v1::admin_service_client::AdminServiceClient;
 use baton_proto::v1::handoff_service_client::HandoffServiceClient;
 use baton_proto::v1::*;
-use baton_test_support::{Process, Router, TempDir, eventually};
+use baton_test_support::{Process, Router, TempDir, eventually, next_within};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -164,11 +164,14 @@ async fn an_idle_connection_is_closed_but_one_with_an_open_stream_is_kept() {
         .request_handoff(request("c-idle", "lead", "hello"))
         .await
         .unwrap();
-    let event = tokio::time::timeout(Duration::from_secs(10), feed.message())
-        .await
-        .expect("a decision within 10s")
-        .expect("the stream is still open")
-        .expect("an event");
+    let event = next_within(
+        &mut feed,
+        Duration::from_secs(10),
+        "a decision on the idle watcher",
+    )
+    .await
+    .expect("the stream is still open")
+    .expect("an event");
     assert_eq!(event.decision.expect("a decision").contact_id, "c-idle");
     drop(idle);
 }

@@ -1,11 +1,16 @@
 //! What operators and bots use around decisions: reflection (v1 and
 //! v1alpha), acknowledgements, outcomes, stats, release, the decision feed.
 
+use std::time::Duration;
+
 use baton_proto::v1::*;
-use tokio_stream::StreamExt;
+use baton_test_support::{Router, next_within};
 use tonic_reflection::pb::{v1, v1alpha};
 
-use crate::{decision, request, router};
+use crate::{decision, request, router, router_bin};
+
+/// How long a test waits for a stream's next message.
+const STREAM_WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn reflection_v1_and_v1alpha_list_every_service() {
@@ -35,7 +40,11 @@ async fn reflection_v1_and_v1alpha_list_every_service() {
         .unwrap()
         .into_inner();
     let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        replies.next().await.unwrap().unwrap().message_response
+        next_within(&mut replies, STREAM_WAIT, "v1 reflection reply")
+            .await
+            .unwrap()
+            .expect("a v1 reflection reply")
+            .message_response
     else {
         panic!("v1 reflection did not list services");
     };
@@ -60,7 +69,11 @@ async fn reflection_v1_and_v1alpha_list_every_service() {
         .unwrap()
         .into_inner();
     let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        replies.next().await.unwrap().unwrap().message_response
+        next_within(&mut replies, STREAM_WAIT, "v1alpha reflection reply")
+            .await
+            .unwrap()
+            .expect("a v1alpha reflection reply")
+            .message_response
     else {
         panic!("v1alpha reflection did not list services");
     };
@@ -111,12 +124,20 @@ async fn acknowledge_outcome_stats_release_and_the_decision_feed() {
         .into_inner();
     assert_eq!(decision(&reply), Decision::Approved);
 
-    let seen = feed.next().await.unwrap().unwrap().decision.unwrap();
+    let seen = next_within(&mut feed, STREAM_WAIT, "the approval on WatchDecisions")
+        .await
+        .unwrap()
+        .expect("the feed is open")
+        .decision
+        .unwrap();
     assert_eq!(
         (seen.decision, seen.handoff_id.as_str()),
         (Decision::Approved as i32, reply.handoff_id.as_str())
     );
-    let pushed = incoming.next().await.unwrap().unwrap();
+    let pushed = next_within(&mut incoming, STREAM_WAIT, "the handoff on WatchHandoffs")
+        .await
+        .unwrap()
+        .expect("the handoff stream is open");
     assert_eq!(pushed.handoff.unwrap().handoff_id, reply.handoff_id);
 
     let ack = || AcknowledgeHandoffRequest {
@@ -293,22 +314,94 @@ async fn without_tokens_the_named_bot_sees_only_its_own() {
     assert_eq!(missing.code(), tonic::Code::NotFound);
 }
 
+/// SIGTERM while a decision holds its contact's lock: the decision is
+/// answered (APPROVED), open streams end, the process exits 0 within the
+/// grace period, and the approval is on disk when the router comes back.
 #[tokio::test]
 async fn sigterm_drains_and_exits_cleanly() {
-    let mut router = router(&[]).await;
+    // The pause is far inside the grace period, and far longer than
+    // signalling takes.
+    drain_mid_decision(Duration::from_secs(10), "2s").await;
+}
+
+/// SIGTERM to a router with `grace` while a decision pauses `pause`
+/// holding its contact lock; see [`sigterm_drains_and_exits_cleanly`].
+async fn drain_mid_decision(grace: Duration, pause: &str) {
+    let grace_arg = format!("server.shutdown_grace={}s", grace.as_secs());
+    let pause_arg = format!("drain-1={pause}");
+    let mut router = Router::start_with_env(
+        router_bin(),
+        &["--set", &grace_arg],
+        &[("BATON_TEST_PAUSE_AFTER_LOCK", &pause_arg)],
+    )
+    .await
+    .expect("start baton-router");
     let mut feed = router
         .admin()
         .await
-        .watch_decisions(WatchDecisionsRequest::default())
+        .watch_decisions(WatchDecisionsRequest {
+            contact_id: "other".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
-    router.process().signal("TERM").unwrap();
-    // Open streams end instead of holding the shutdown up.
-    assert!(feed.next().await.is_none_or(|item| item.is_err()));
-    let status = router
-        .process()
-        .wait(std::time::Duration::from_secs(15))
+    let mut handoff = router.handoff().await;
+    let mut in_flight = request("drain-1", "lead", "I want to sell my house");
+    in_flight.request_id = "drain-r1".into();
+    let deciding = tokio::spawn(async move { handoff.request_handoff(in_flight).await });
+    // The decision has passed its gates and holds the contact lock.
+    router
+        .logged("test pause point: holding the contact lock", STREAM_WAIT)
         .await;
+    assert!(
+        !deciding.is_finished(),
+        "the decision did not wait at the pause point"
+    );
+
+    router.process().signal("TERM").unwrap();
+    let signalled = std::time::Instant::now();
+    // Open streams end instead of holding the shutdown up.
+    let end = next_within(&mut feed, STREAM_WAIT, "the feed to end on SIGTERM").await;
+    assert!(
+        matches!(end, Ok(None) | Err(_)),
+        "the feed carried on: {end:?}"
+    );
+    // The call in flight is answered, not cut off.
+    let reply = tokio::time::timeout(STREAM_WAIT, deciding)
+        .await
+        .expect("the in-flight decision to be answered")
+        .unwrap()
+        .expect("the in-flight decision is answered while draining")
+        .into_inner();
+    assert_eq!(decision(&reply), Decision::Approved);
+    assert!(!reply.handoff_id.is_empty());
+    let status = router.process().wait(grace).await;
     assert!(status.success(), "{status:?}");
+    assert!(
+        signalled.elapsed() < grace,
+        "exited only after the grace period: {:?}",
+        signalled.elapsed()
+    );
+
+    // Back on the same data directory: the approval was committed.
+    router.restart().await.expect("restart baton-router");
+    let contact = router
+        .admin()
+        .await
+        .get_contact(GetContactRequest {
+            contact_id: "drain-1".into(),
+        })
+        .await
+        .expect("the drained decision's contact")
+        .into_inner();
+    assert_eq!(contact.owner, "seller");
+    assert_eq!(
+        contact
+            .history
+            .iter()
+            .map(|h| h.handoff_id.as_str())
+            .collect::<Vec<_>>(),
+        [reply.handoff_id.as_str()]
+    );
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use baton_proto::v1::admin_service_client::AdminServiceClient;
 use baton_proto::v1::{Bot, BotHealth, Decision, ListBotsRequest};
-use baton_test_support::{Process, Router, TempDir, eventually};
+use baton_test_support::{Process, Router, TempDir, eventually, next_within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::Channel;
@@ -274,20 +274,83 @@ fn error_rate(bot: &Bot) -> f64 {
 }
 
 /// A lead asking to buy: a handoff to the buyer, for a contact never seen.
-async fn ask_buyer(router: &Router) -> baton_proto::v1::RequestHandoffResponse {
+/// Asks for a lead → buyer handoff of a fresh contact: the contact and the reply.
+async fn ask_buyer(router: &Router) -> (String, baton_proto::v1::RequestHandoffResponse) {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let contact = format!(
         "probe-{}-{}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::SeqCst)
     );
-    router
+    let reply = router
         .handoff()
         .await
         .request_handoff(request(&contact, "lead", "I want to buy a house"))
         .await
         .unwrap()
-        .into_inner()
+        .into_inner();
+    (contact, reply)
+}
+
+/// Waits until the router has settled the handoff deferred on `contact`
+/// by itself, and checks that it completed it on its first retry: the
+/// contact is the buyer's, its last handoff is lead → buyer, and the
+/// deferral names that handoff. That handoff.
+async fn deferral_completed(router: &Router, contact: &str) -> baton_proto::v1::Handoff {
+    let mut admin = router.admin().await;
+    let state = eventually(
+        &format!("the handoff deferred on {contact} to be settled"),
+        DEADLINE,
+        || {
+            let mut admin = admin.clone();
+            let ask = baton_proto::v1::GetContactRequest {
+                contact_id: contact.to_owned(),
+            };
+            async move {
+                let state = admin.get_contact(ask).await.ok()?.into_inner();
+                let status = state.deferral.as_ref()?.status.clone();
+                (status != "PENDING").then_some(state)
+            }
+        },
+    )
+    .await;
+    let deferral = state.deferral.clone().unwrap();
+    assert_eq!(
+        (
+            deferral.status.as_str(),
+            deferral.source_bot.as_str(),
+            deferral.target_bot.as_str(),
+            deferral.tries
+        ),
+        ("COMPLETED", "lead", "buyer", 1),
+        "{deferral:?}"
+    );
+    assert_eq!(state.owner, "buyer", "{state:?}");
+    let last = state
+        .history
+        .last()
+        .cloned()
+        .expect("a handoff in the history");
+    assert_eq!(
+        (
+            last.handoff_id.as_str(),
+            last.source_bot.as_str(),
+            last.target_bot.as_str(),
+            last.kind.as_str()
+        ),
+        (deferral.handoff_id.as_str(), "lead", "buyer", "HANDOFF"),
+        "{state:?}"
+    );
+    // Asked again, the router says the same: nothing is left pending.
+    let again = admin
+        .get_contact(baton_proto::v1::GetContactRequest {
+            contact_id: contact.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.deferral, Some(deferral));
+    last
 }
 
 fn now_ms() -> i64 {
@@ -308,7 +371,7 @@ async fn the_probed_error_rate_decides_between_deferred_and_approved() {
     })
     .await;
     assert_eq!(health(&failing), BotHealth::Unhealthy, "{failing:?}");
-    let reply = ask_buyer(&router).await;
+    let (deferred, reply) = ask_buyer(&router).await;
     assert_eq!(
         decision(&reply),
         Decision::DeferredUnhealthy,
@@ -316,6 +379,15 @@ async fn the_probed_error_rate_decides_between_deferred_and_approved() {
         reply.reason
     );
     assert!(reply.reason.contains("error rate"), "{}", reply.reason);
+    let mut incoming = router
+        .handoff()
+        .await
+        .watch_handoffs(baton_proto::v1::WatchHandoffsRequest {
+            bot: "buyer".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
 
     bot.fail_every(20); // 5 %
     let recovered = buyer_where(&router, "a report of the 5 % error rate", |b| {
@@ -323,9 +395,36 @@ async fn the_probed_error_rate_decides_between_deferred_and_approved() {
     })
     .await;
     assert_eq!(health(&recovered), BotHealth::Healthy, "{recovered:?}");
-    let reply = ask_buyer(&router).await;
+    // The deferred handoff is completed by the router on its own, and
+    // pushed to the buyer.
+    let completed = deferral_completed(&router, &deferred).await;
+    let pushed = pushed_for(&mut incoming, &deferred).await;
+    assert_eq!(pushed.handoff_id, completed.handoff_id);
+    let (_, reply) = ask_buyer(&router).await;
     assert_eq!(decision(&reply), Decision::Approved, "{}", reply.reason);
     assert_eq!(reply.target_bot, "buyer");
+}
+
+/// The first handoff of `contact` pushed on a WatchHandoffs stream.
+async fn pushed_for(
+    incoming: &mut tonic::Streaming<baton_proto::v1::WatchHandoffsResponse>,
+    contact: &str,
+) -> baton_proto::v1::Handoff {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let item = next_within(
+            incoming,
+            left,
+            &format!("handoff of {contact} on WatchHandoffs"),
+        )
+        .await
+        .expect("no error on WatchHandoffs")
+        .expect("WatchHandoffs open");
+        if let Some(h) = item.handoff.filter(|h| h.contact_id == contact) {
+            return h;
+        }
+    }
 }
 
 #[tokio::test]
@@ -337,7 +436,7 @@ async fn a_killed_probe_goes_stale_and_a_restarted_one_makes_the_bot_healthy_aga
         samples(b) >= 20 && health(b) == BotHealth::Healthy
     })
     .await;
-    assert_eq!(decision(&ask_buyer(&router).await), Decision::Approved);
+    assert_eq!(decision(&ask_buyer(&router).await.1), Decision::Approved);
 
     probe.process.kill();
     let stale = buyer_where(&router, "the buyer to go stale", |b| {
@@ -349,7 +448,7 @@ async fn a_killed_probe_goes_stale_and_a_restarted_one_makes_the_bot_healthy_aga
         "{}",
         stale.health_detail
     );
-    let reply = ask_buyer(&router).await;
+    let (deferred, reply) = ask_buyer(&router).await;
     assert_eq!(
         decision(&reply),
         Decision::DeferredUnhealthy,
@@ -368,7 +467,8 @@ async fn a_killed_probe_goes_stale_and_a_restarted_one_makes_the_bot_healthy_aga
     })
     .await;
     assert_eq!(error_rate(&fresh), 0.0);
-    let reply = ask_buyer(&router).await;
+    deferral_completed(&router, &deferred).await;
+    let (_, reply) = ask_buyer(&router).await;
     assert_eq!(decision(&reply), Decision::Approved, "{}", reply.reason);
 }
 
@@ -585,19 +685,7 @@ async fn a_slow_bot_defers_the_handoff_and_its_recovery_delivers_it_on_watch_han
 
     bot.delay_ms(0);
     // The router completes it by itself once the buyer is healthy again.
-    let pushed = tokio::time::timeout(DEADLINE, async {
-        loop {
-            let item = tokio_stream::StreamExt::next(&mut incoming)
-                .await
-                .expect("stream open")
-                .expect("no error");
-            if let Some(h) = item.handoff.filter(|h| h.contact_id == deferred) {
-                break h;
-            }
-        }
-    })
-    .await
-    .expect("the deferred handoff arrives on WatchHandoffs");
+    let pushed = pushed_for(&mut incoming, &deferred).await;
     assert_eq!(
         (pushed.source_bot.as_str(), pushed.target_bot.as_str()),
         ("lead", "buyer")
@@ -606,7 +694,7 @@ async fn a_slow_bot_defers_the_handoff_and_its_recovery_delivers_it_on_watch_han
         .admin()
         .await
         .get_contact(baton_proto::v1::GetContactRequest {
-            contact_id: deferred,
+            contact_id: deferred.clone(),
         })
         .await
         .unwrap()
@@ -617,6 +705,8 @@ async fn a_slow_bot_defers_the_handoff_and_its_recovery_delivers_it_on_watch_han
         (deferral.status.as_str(), deferral.handoff_id.as_str()),
         ("COMPLETED", pushed.handoff_id.as_str())
     );
+    let completed = deferral_completed(&router, &deferred).await;
+    assert_eq!(completed.handoff_id, pushed.handoff_id);
 }
 
 #[tokio::test]

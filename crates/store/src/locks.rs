@@ -124,16 +124,47 @@ mod tests {
         assert_eq!(locks.active(), 0);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiter_gets_the_lock_when_it_is_released() {
         let locks = LocalLocks::default();
         let held = locks.lock("c", Duration::from_millis(50)).await.unwrap();
         let l2 = locks.clone();
-        let waiter =
-            tokio::spawn(async move { l2.lock("c", Duration::from_secs(5)).await.map(|_| ()) });
-        tokio::task::yield_now().await;
+        let (asking, asked) = tokio::sync::oneshot::channel();
+        let mut waiter = tokio::spawn(async move {
+            let _ = asking.send(());
+            l2.lock("c", Duration::from_secs(30)).await.map(drop)
+        });
+        asked.await.unwrap();
+        // The waiter is at the held lock once it has taken its two
+        // references to the mutex (one to look it up, one to lock it), next
+        // to the table's and the holder's.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while strong_count(&locks, "c") < 4 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the waiter to reach the lock");
+        // However long it is given, it does not get a lock that is held.
+        let early = tokio::time::timeout(Duration::from_millis(100), &mut waiter).await;
+        assert!(
+            early.is_err(),
+            "the waiter got a lock that is held: {early:?}"
+        );
+        assert_eq!(locks.active(), 1);
         drop(held);
-        waiter.await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("the waiter to get the released lock")
+            .unwrap()
+            .unwrap();
         assert_eq!(locks.active(), 0);
+    }
+
+    /// References to contact `c`'s mutex: the table's, the holder's, and
+    /// those of lockers on their way.
+    fn strong_count(locks: &LocalLocks, c: &str) -> usize {
+        let table = locks.table.lock().unwrap();
+        table.get(c).map_or(0, Arc::strong_count)
     }
 }

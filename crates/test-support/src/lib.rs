@@ -77,3 +77,17 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The next item of a gRPC server stream, or a panic naming `what` if none
+/// arrives within `within`: a test never waits on a stream forever.
+/// `Ok(None)` is the stream's clean end.
+pub async fn next_within<T>(
+    stream: &mut tonic::Streaming<T>,
+    within: Duration,
+    what: &str,
+) -> Result<Option<T>, tonic::Status> {
+    match tokio::time::timeout(within, stream.message()).await {
+        Ok(item) => item,
+        Err(_) => panic!("no {what} within {within:?}"),
+    }
+}

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -111,6 +111,8 @@ pub struct Router {
     pub data: TempDir,
     process: Option<Process>,
     tls: Option<ClientTlsConfig>,
+    /// Every line the process printed, across restarts.
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Router {
@@ -159,6 +161,7 @@ impl Router {
             data,
             process: None,
             tls,
+            logs: Arc::default(),
         };
         router.launch("127.0.0.1:0").await?;
         Ok(router)
@@ -172,8 +175,12 @@ impl Router {
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         let (tx, rx) = mpsc::channel();
-        let tx = std::sync::Mutex::new(tx);
+        let tx = Mutex::new(tx);
+        let logs = Arc::clone(&self.logs);
         let process = Process::spawn("baton-router", cmd, move |line| {
+            logs.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(line.to_owned());
             if line.contains("baton-router serving")
                 && let Some(addr) =
                     json_field(line, "addr").and_then(|a| a.parse::<SocketAddr>().ok())
@@ -208,6 +215,22 @@ impl Router {
     pub fn endpoint(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
+    }
+
+    /// Waits until the router has printed a line containing `needle` (a
+    /// line from any run of it on this data directory); that line.
+    pub async fn logged(&self, needle: &str, deadline: Duration) -> String {
+        let logs = Arc::clone(&self.logs);
+        eventually(&format!("baton-router to log {needle:?}"), deadline, || {
+            let found = logs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .find(|l| l.contains(needle))
+                .cloned();
+            async move { found }
+        })
+        .await
     }
 
     pub fn process(&mut self) -> &mut Process {

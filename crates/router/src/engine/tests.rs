@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,57 +8,81 @@ use baton_store::{Acknowledged, ContactLock, EmbeddedStore, Loaded, OutcomeRecor
 use super::queries::{NOT_YOUR_CONTACT, NOT_YOUR_HANDOFF, NOT_YOUR_OUTCOME};
 use super::*;
 
-/// Counts every call that reaches the store; with `slow_commit` on, a
-/// commit behaves as a slow durable write does: the write runs on in a
-/// task of its own whoever waits for it, and lands after a delay.
+/// Logs every call that reaches the store (`lock c1`, `load c1 lead/r-1`,
+/// `commit c1: contact, decision lead/r-1, handoff`, …). With `slow_commit`
+/// on, a commit is a slow write: it holds the contact lock and writes only
+/// when the test lets it (`release_commit`), so a test can act while a
+/// commit is in flight.
 struct Counting {
     inner: Arc<EmbeddedStore>,
-    calls: AtomicUsize,
+    calls: std::sync::Mutex<Vec<String>>,
     slow_commit: AtomicBool,
+    /// Notified when a slow commit has begun (its lock held, nothing written).
     commit_started: tokio::sync::Notify,
+    /// A slow commit writes once this is notified.
+    release_commit: tokio::sync::Notify,
+    /// Notified when a slow commit has written and released its lock.
+    commit_landed: tokio::sync::Notify,
 }
 
-const SLOW_COMMIT: Duration = Duration::from_millis(100);
-
 impl Counting {
-    fn hit(&self) {
-        self.calls.fetch_add(1, Ordering::SeqCst);
+    fn hit(&self, call: String) {
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(call);
+    }
+
+    /// The calls logged since the last take.
+    fn take_calls(&self) -> Vec<String> {
+        std::mem::take(&mut *self.calls.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn describe(c: &Commit) -> String {
+        let parts = [
+            c.contact.as_ref().map(|_| "contact".to_owned()),
+            c.decision
+                .as_ref()
+                .map(|(key, _)| format!("decision {}", key.replace('\0', "/"))),
+            c.handoff_id.as_ref().map(|_| "handoff".to_owned()),
+            c.deferred.as_ref().map(|d| format!("deferred {d:?}")),
+        ];
+        let parts: Vec<String> = parts.into_iter().flatten().collect();
+        format!("commit {}: {}", c.contact_id, parts.join(", "))
     }
 }
 
 #[async_trait]
 impl Store for Counting {
     async fn lock(&self, c: &str, wait: Duration) -> Result<ContactLock, StoreError> {
-        self.hit();
+        self.hit(format!("lock {c}"));
         self.inner.lock(c, wait).await
     }
     async fn load(&self, l: &ContactLock, r: &str, now: UnixMs) -> Result<Loaded, StoreError> {
-        self.hit();
+        self.hit(format!("load {} {}", l.contact_id, r.replace('\0', "/")));
         self.inner.load(l, r, now).await
     }
     async fn commit(&self, l: ContactLock, c: Commit) -> Result<(), StoreError> {
-        self.hit();
+        self.hit(Self::describe(&c));
         if !self.slow_commit.load(Ordering::SeqCst) {
             return self.inner.commit(l, c).await;
         }
         self.commit_started.notify_one();
-        let inner = Arc::clone(&self.inner);
-        let write = async move {
-            tokio::time::sleep(SLOW_COMMIT).await;
-            // The held lock stays with the caller, as with a write on a blocking thread.
-            let unfenced = ContactLock::new(c.contact_id.clone(), 0, Box::new(()));
-            inner.commit(unfenced, c).await
-        };
-        let landed = tokio::spawn(write).await.unwrap();
+        self.release_commit.notified().await;
+        // The held lock stays with the caller, as with a write on a blocking
+        // thread: the write itself goes under a stand-in.
+        let unfenced = ContactLock::new(c.contact_id.clone(), 0, Box::new(()));
+        let landed = self.inner.commit(unfenced, c).await;
         drop(l);
+        self.commit_landed.notify_one();
         landed
     }
     async fn contact(&self, c: &str) -> Result<Option<ContactState>, StoreError> {
-        self.hit();
+        self.hit(format!("contact {c}"));
         self.inner.contact(c).await
     }
     async fn acknowledge(&self, h: &str, b: &str, now: UnixMs) -> Result<Acknowledged, StoreError> {
-        self.hit();
+        self.hit(format!("acknowledge {b}"));
         self.inner.acknowledge(h, b, now).await
     }
     async fn record_outcome(
@@ -67,27 +91,27 @@ impl Store for Counting {
         o: Outcome,
         c: &LearningConfig,
     ) -> Result<OutcomeRecorded, StoreError> {
-        self.hit();
+        self.hit(format!("record_outcome {o:?}"));
         self.inner.record_outcome(h, o, c).await
     }
     async fn outcome_windows(&self) -> Result<Vec<(RouteKey, OutcomeWindow)>, StoreError> {
-        self.hit();
+        self.hit("outcome_windows".to_owned());
         self.inner.outcome_windows().await
     }
     async fn put_health(&self, r: &HealthReport) -> Result<(), StoreError> {
-        self.hit();
+        self.hit("put_health".to_owned());
         self.inner.put_health(r).await
     }
     async fn health_reports(&self) -> Result<Vec<HealthReport>, StoreError> {
-        self.hit();
+        self.hit("health_reports".to_owned());
         self.inner.health_reports().await
     }
     async fn deferred(&self) -> Result<Vec<(String, String)>, StoreError> {
-        self.hit();
+        self.hit("deferred".to_owned());
         self.inner.deferred().await
     }
     async fn purge_expired(&self, now: UnixMs) -> Result<usize, StoreError> {
-        self.hit();
+        self.hit("purge_expired".to_owned());
         self.inner.purge_expired(now).await
     }
 }
@@ -95,13 +119,15 @@ impl Store for Counting {
 async fn engine() -> (Arc<Engine>, Arc<Counting>) {
     let store = Arc::new(Counting {
         inner: Arc::new(EmbeddedStore::in_memory()),
-        calls: AtomicUsize::new(0),
+        calls: std::sync::Mutex::default(),
         slow_commit: AtomicBool::new(false),
         commit_started: tokio::sync::Notify::new(),
+        release_commit: tokio::sync::Notify::new(),
+        commit_landed: tokio::sync::Notify::new(),
     });
     let policy = Policy::new(Config::default()).unwrap();
     let engine = Arc::new(Engine::new(policy, store.clone(), 16).await.unwrap());
-    store.calls.store(0, Ordering::SeqCst);
+    store.take_calls();
     (engine, store)
 }
 
@@ -130,8 +156,8 @@ fn with_signal(
     req
 }
 
-#[tokio::test]
-async fn the_stay_path_never_touches_storage() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stay_path_never_touches_storage_and_an_approval_locks_loads_and_commits_once() {
     let (engine, store) = engine().await;
     for message in [
         "hi there",
@@ -154,17 +180,38 @@ async fn the_stay_path_never_touches_storage() {
         engine.decide(below).await.unwrap().verdict.decision,
         Decision::Stay
     );
-    assert_eq!(store.calls.load(Ordering::SeqCst), 0);
-    // The approve path does use the store: the counter counts.
+    assert_eq!(store.take_calls(), Vec::<String>::new());
+
+    // An approval: the lock, one load, and one commit carrying the new
+    // contact and its handoff; nothing else.
     let sell = request(&engine, "c1", "lead", "I want to sell my house");
     assert_eq!(
         engine.decide(sell).await.unwrap().verdict.decision,
         Decision::Approved
     );
-    assert_eq!(store.calls.load(Ordering::SeqCst), 3); // lock, load, commit
+    assert_eq!(
+        store.take_calls(),
+        ["lock c1", "load c1 ", "commit c1: contact, handoff"]
+    );
+    // With a request id, the decision rides in the same commit: still one write.
+    let mut sell = request(&engine, "c2", "lead", "I want to sell my house");
+    sell.request_id = "r-1".into();
+    let first = engine.decide(sell.clone()).await.unwrap();
+    assert_eq!(first.verdict.decision, Decision::Approved);
+    assert_eq!(
+        store.take_calls(),
+        [
+            "lock c2",
+            "load c2 lead/r-1",
+            "commit c2: contact, decision lead/r-1, handoff"
+        ]
+    );
+    // Its retry reads the stored decision under the lock and writes nothing.
+    assert!(engine.decide(sell).await.unwrap().replayed);
+    assert_eq!(store.take_calls(), ["lock c2", "load c2 lead/r-1"]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_request_id_replays_the_decision_and_executes_once() {
     let (engine, _) = engine().await;
     let mut req = request(&engine, "c1", "lead", "I want to sell my house");
@@ -179,7 +226,7 @@ async fn a_repeated_request_id_replays_the_decision_and_executes_once() {
     assert_eq!(contact.owner, "seller");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_human_trigger_escalates_and_bots_then_find_the_contact_with_a_human() {
     let (engine, _) = engine().await;
     let d = engine
@@ -215,7 +262,7 @@ async fn a_human_trigger_escalates_and_bots_then_find_the_contact_with_a_human()
     assert_eq!(d.verdict.decision, Decision::Approved);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_lock_makes_the_request_contact_busy() {
     let (engine, store) = engine().await;
     let held = store
@@ -223,17 +270,31 @@ async fn a_held_lock_makes_the_request_contact_busy() {
         .lock("c1", Duration::from_millis(10))
         .await
         .unwrap();
+    let asked = std::time::Instant::now();
     let d = engine
         .decide(request(&engine, "c1", "lead", "I want to sell my house"))
         .await
         .unwrap();
     assert_eq!(d.verdict.decision, Decision::ContactBusy);
     assert_eq!(d.verdict.retry_after_ms, 250);
+    // It waited the whole lock wait, and then touched nothing else.
+    assert!(
+        asked.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(store.take_calls(), ["lock c1"]);
+    assert!(engine.contact("c1").await.is_err(), "a busy request wrote");
+    // Released, the same request goes through.
     drop(held);
-    assert!(engine.contact("c1").await.is_err());
+    let d = engine
+        .decide(request(&engine, "c1", "lead", "I want to sell my house"))
+        .await
+        .unwrap();
+    assert_eq!(d.verdict.decision, Decision::Approved);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nine_of_ten_successful_outcomes_let_a_0_66_signal_through() {
     let (engine, _) = engine().await;
     let mut handoffs = Vec::new();
@@ -292,9 +353,10 @@ async fn nine_of_ten_successful_outcomes_let_a_0_66_signal_through() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unhealthy_report_defers_and_a_healthy_one_lets_through() {
     let (engine, _) = engine().await;
+    let mut events = engine.subscribe();
     let report = |p95| HealthReport {
         bot: "buyer".into(),
         sample_count: 100,
@@ -302,15 +364,32 @@ async fn an_unhealthy_report_defers_and_a_healthy_one_lets_through() {
         ..Default::default()
     };
     engine.report_health(report(2500.0)).await.unwrap();
-    let buy = || request(&engine, "c1", "lead", "I want to buy a house");
-    let d = engine.decide(buy()).await.unwrap();
+    let buy = |contact| request(&engine, contact, "lead", "I want to buy a house");
+    let d = engine.decide(buy("c1")).await.unwrap();
     assert_eq!(d.verdict.decision, Decision::DeferredUnhealthy);
     assert_eq!(d.verdict.retry_after_ms, 30_000);
     engine.report_health(report(900.0)).await.unwrap();
+    // The recovery retries c1's deferral in a task of its own; wait for it
+    // rather than race it.
+    let retried = next_approval(&mut events).await;
+    assert_eq!(retried.contact_id, "c1");
     assert_eq!(
-        engine.decide(buy()).await.unwrap().verdict.decision,
+        engine.decide(buy("c2")).await.unwrap().verdict.decision,
         Decision::Approved
     );
+}
+
+/// The next APPROVED decision event, within a deadline.
+async fn next_approval(events: &mut broadcast::Receiver<Arc<DecisionEvent>>) -> Arc<DecisionEvent> {
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("an approval within 5s")
+            .unwrap();
+        if e.verdict.decision == Decision::Approved {
+            break e;
+        }
+    }
 }
 
 fn buyer_report(p95: f64) -> HealthReport {
@@ -322,7 +401,7 @@ fn buyer_report(p95: f64) -> HealthReport {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deferred_handoff_completes_when_the_target_recovers() {
     let (engine, _) = engine().await;
     let mut events = engine.subscribe();
@@ -429,7 +508,7 @@ async fn a_handoff_deferred_for_a_stale_target_completes_when_reports_resume() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deferred_handoff_is_tried_at_most_three_times() {
     let (engine, _) = engine().await;
     engine.report_health(buyer_report(2500.0)).await.unwrap();
@@ -468,7 +547,7 @@ fn answer<T: std::fmt::Debug>(result: Result<T, EngineError>) -> (tonic::Code, S
     (status.code(), status.message().to_owned())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_handoffs_bots_or_an_operator_record_its_outcome() {
     let (engine, _) = engine().await;
     let [h1, h2, h3] = [
@@ -529,7 +608,7 @@ async fn only_the_handoffs_bots_or_an_operator_record_its_outcome() {
     assert_eq!(outcome, Some(Outcome::Successful));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bot_is_told_the_same_of_others_contacts_as_of_contacts_that_do_not_exist() {
     let (engine, _) = engine().await;
     // Asked before the contact exists, and after it went to the seller.
@@ -619,7 +698,7 @@ fn raise_lead_to_seller_threshold(engine: &Engine) {
     assert_eq!(engine.learn(&key, window), 0.8);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_replays_its_approval_after_learning_raised_the_threshold() {
     let (engine, _) = engine().await;
     let mut req = with_signal(request(&engine, "c1", "lead", "x"), &engine, "seller", 0.75);
@@ -632,17 +711,17 @@ async fn a_retry_replays_its_approval_after_learning_raised_the_threshold() {
     assert_eq!(again.verdict, first.verdict);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_id_never_stored_costs_no_storage_on_the_stay_path() {
     let (engine, store) = engine().await;
     let mut req = request(&engine, "c1", "lead", "hi there");
     req.request_id = "r-new".into();
     let d = engine.decide(req).await.unwrap();
     assert_eq!((d.verdict.decision, d.replayed), (Decision::Stay, false));
-    assert_eq!(store.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(store.take_calls(), Vec::<String>::new());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_is_neither_pushed_nor_counted_again() {
     let (engine, _) = engine().await;
     let mut events = engine.subscribe();
@@ -660,18 +739,22 @@ async fn a_replay_is_neither_pushed_nor_counted_again() {
     assert_eq!(approved, Some((Decision::Approved, 1)));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completed_deferral_replays_as_its_completion() {
     let (engine, _) = engine().await;
+    let mut events = engine.subscribe();
     engine.report_health(buyer_report(2500.0)).await.unwrap();
     let mut req = request(&engine, "c1", "lead", "I want to buy a house");
     req.request_id = "r-1".into();
     let d = engine.decide(req.clone()).await.unwrap();
     assert_eq!(d.verdict.decision, Decision::DeferredUnhealthy);
     engine.report_health(buyer_report(900.0)).await.unwrap();
-    engine.retry_one("c1").await.unwrap();
+    // The recovery completes the deferral in a task of its own.
+    let completed = next_approval(&mut events).await;
+    assert_eq!(completed.contact_id, "c1");
     let contact = engine.contact("c1").await.unwrap();
     assert_eq!(contact.owner, "buyer");
+    assert_eq!(completed.verdict.handoff_id, contact.last_handoff_id);
     let again = engine.decide(req).await.unwrap();
     assert!(again.replayed);
     assert_eq!(
@@ -681,7 +764,7 @@ async fn a_completed_deferral_replays_as_its_completion() {
     assert_eq!(again.verdict.handoff_id, contact.last_handoff_id);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_are_scoped_to_contact_and_source_bot() {
     let (engine, _) = engine().await;
     let mut sell = request(&engine, "c1", "lead", "I want to sell my house");
@@ -701,7 +784,7 @@ async fn request_ids_are_scoped_to_contact_and_source_bot() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_not_stored_under_their_request_id() {
     let (engine, _) = engine().await;
     lead_to_seller(&engine, "c1").await;
@@ -709,13 +792,19 @@ async fn refusals_are_not_stored_under_their_request_id() {
     again.request_id = "r-2".into();
     let d = engine.decide(again).await.unwrap();
     assert_eq!(d.verdict.decision, Decision::NotOwner);
-    // Every stored decision, expired or not, is purged at the end of time: none.
-    assert_eq!(engine.store.purge_expired(UnixMs::MAX).await.unwrap(), 0);
+    let lock = engine
+        .store
+        .lock("c1", std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    let key = baton_store::request_key("lead", "r-2");
+    let loaded = engine.store.load(&lock, &key, 0).await.unwrap();
+    assert_eq!(loaded.prior, None, "the refusal was stored");
 }
 
 // Item 5: acknowledgements and outcomes against a concurrent decision.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_and_outcomes_survive_a_decision_committing_at_the_same_time() {
     let (engine, store) = engine().await;
     let handoff = lead_to_seller(&engine, "c1").await;
@@ -727,14 +816,53 @@ async fn acks_and_outcomes_survive_a_decision_committing_at_the_same_time() {
         tokio::spawn(async move { engine.decide(req).await })
     };
     store.commit_started.notified().await;
-    let (ack, outcome) = tokio::join!(
-        engine.acknowledge(&handoff, "seller"),
-        engine.record_outcome(&handoff, Outcome::Successful, Viewer::Bot("seller")),
-    );
-    assert!(ack.unwrap().first);
-    assert!(outcome.unwrap().2);
-    let decided = deciding.await.unwrap().unwrap();
+    // The ack and the outcome arrive while that commit is in flight.
+    store.take_calls();
+    let ack = {
+        let (engine, handoff) = (Arc::clone(&engine), handoff.clone());
+        tokio::spawn(async move { engine.acknowledge(&handoff, "seller").await })
+    };
+    let outcome = {
+        let (engine, handoff) = (Arc::clone(&engine), handoff.clone());
+        tokio::spawn(async move {
+            engine
+                .record_outcome(&handoff, Outcome::Successful, Viewer::Bot("seller"))
+                .await
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let calls = store.calls.lock().unwrap().clone();
+        let reached = |call: &str| calls.iter().any(|c| c == call);
+        if reached("acknowledge seller") && reached("record_outcome Successful") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ack and the outcome did not reach the store: {calls:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!deciding.is_finished(), "the commit landed early");
+    store.release_commit.notify_one();
+    let decided = tokio::time::timeout(Duration::from_secs(5), deciding)
+        .await
+        .expect("the decision to commit")
+        .unwrap()
+        .unwrap();
     assert_eq!(decided.verdict.decision, Decision::Approved);
+    let ack = tokio::time::timeout(Duration::from_secs(5), ack)
+        .await
+        .expect("the ack to be recorded")
+        .unwrap()
+        .unwrap();
+    assert!(ack.first);
+    let outcome = tokio::time::timeout(Duration::from_secs(5), outcome)
+        .await
+        .expect("the outcome to be recorded")
+        .unwrap()
+        .unwrap();
+    assert!(outcome.2);
 
     let contact = engine.contact("c1").await.unwrap();
     assert_eq!(contact.owner, "buyer");
@@ -768,11 +896,69 @@ async fn a_call_cancelled_mid_commit_is_replayed_not_executed_again() {
         _ = engine.decide(req.clone()) => panic!("the commit should still be running"),
         _ = store.commit_started.notified() => {}
     }
+    // The commit goes on without its caller, and keeps the contact locked.
+    let busy = store.inner.lock("c1", Duration::ZERO).await;
+    assert!(
+        matches!(busy, Err(StoreError::Busy(_))),
+        "the cancelled call let go of the lock before its commit landed"
+    );
     store.slow_commit.store(false, Ordering::SeqCst);
+    store.release_commit.notify_one();
+    tokio::time::timeout(Duration::from_secs(5), store.commit_landed.notified())
+        .await
+        .expect("the cancelled call's commit to land");
     let retry = engine.decide(req).await.unwrap();
     assert!(retry.replayed, "the retry approved a second time");
     assert_eq!(retry.verdict.decision, Decision::Approved);
     let contact = engine.contact("c1").await.unwrap();
     assert_eq!(contact.history.len(), 1);
     assert_eq!(contact.last_handoff_id, retry.verdict.handoff_id);
+}
+
+// Item 10: bot-supplied patterns are capped per route.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_learns_from_at_most_max_patterns_per_route() {
+    let mut config = Config::default();
+    config.learning.max_patterns_per_route = 2;
+    let store = Arc::new(EmbeddedStore::in_memory());
+    let engine = Engine::new(Policy::new(config).unwrap(), store, 16)
+        .await
+        .unwrap();
+    let mut handoffs = Vec::new();
+    for (i, pattern) in ["p1", "p2", "p3", "p1"].iter().enumerate() {
+        let mut req = request(&engine, &format!("c{i}"), "lead", "quick question");
+        req.signals.push(Signal {
+            target: engine.policy().bot_ix("seller").unwrap(),
+            confidence: 0.95,
+            pattern: (*pattern).into(),
+        });
+        let d = engine.decide(req).await.unwrap();
+        assert_eq!(d.verdict.decision, Decision::Approved);
+        handoffs.push(d.verdict.handoff_id);
+    }
+    let outcome = |id: String| {
+        let engine = &engine;
+        async move {
+            engine
+                .record_outcome(&id, Outcome::Successful, Viewer::Operator)
+                .await
+        }
+    };
+    outcome(handoffs[0].clone()).await.unwrap();
+    outcome(handoffs[1].clone()).await.unwrap();
+    let (code, message) = answer(outcome(handoffs[2].clone()).await);
+    assert_eq!(code, tonic::Code::ResourceExhausted);
+    assert!(
+        message.contains("learning.max_patterns_per_route"),
+        "{message}"
+    );
+    // A pattern the route already learns from is still welcome.
+    outcome(handoffs[3].clone()).await.unwrap();
+    let patterns: Vec<String> = engine
+        .learned_thresholds()
+        .into_iter()
+        .map(|t| t.key.pattern)
+        .collect();
+    assert_eq!(patterns, ["p1", "p2"]);
 }
