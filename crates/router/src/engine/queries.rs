@@ -12,7 +12,7 @@ use baton_policy::{ContactState, HistoryEntry, Outcome};
 use baton_store::{Acknowledged, RouteKey, StoreError};
 use tracing::info;
 
-use super::{Engine, now_ms, read};
+use super::{Engine, read};
 use crate::error::EngineError;
 
 /// Who asks about a contact or a handoff, and so what they may see.
@@ -94,7 +94,7 @@ impl Engine {
         if !target {
             return Err(denied());
         }
-        match self.store.acknowledge(handoff_id, bot, now_ms()).await {
+        match self.store.acknowledge(handoff_id, bot, self.now()).await {
             // Trimmed from the history since the check.
             Err(StoreError::NotFound { .. }) => Err(denied()),
             other => Ok(other?),

@@ -2,8 +2,12 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use baton_policy::{Config, DeferralStatus, HealthReport, LearningConfig, Outcome};
-use baton_store::{Acknowledged, ContactLock, EmbeddedStore, Loaded, OutcomeRecorded};
+use baton_policy::{
+    Config, ContactState, DeferralStatus, HUMAN, HealthReport, LearningConfig, Outcome,
+};
+use baton_store::{
+    Acknowledged, Commit, ContactLock, EmbeddedStore, Loaded, OutcomeRecorded, StoreError,
+};
 
 use super::queries::{NOT_YOUR_CONTACT, NOT_YOUR_HANDOFF, NOT_YOUR_OUTCOME};
 use super::*;
@@ -961,4 +965,43 @@ async fn a_route_learns_from_at_most_max_patterns_per_route() {
         .map(|t| t.key.pattern)
         .collect();
     assert_eq!(patterns, ["p1", "p2"]);
+}
+
+/// The engine's clock is injected: a deferral retried after the defer
+/// window has passed, by that clock, expires instead of completing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferral_retried_past_the_defer_window_expires_by_the_engines_clock() {
+    let now = Arc::new(std::sync::atomic::AtomicI64::new(1_000_000));
+    let read = Arc::clone(&now);
+    let clock: super::Clock = Arc::new(move || read.load(Ordering::SeqCst));
+    let config = Config::default();
+    let window = baton_policy::ms(config.health.defer_window);
+    let store = Arc::new(EmbeddedStore::in_memory());
+    let engine = Arc::new(
+        Engine::new(Policy::new(config).unwrap(), store, 16)
+            .await
+            .unwrap()
+            .with_clock(clock),
+    );
+    engine.report_health(buyer_report(2500.0)).await.unwrap();
+    let d = engine
+        .decide(request(&engine, "c1", "lead", "I want to buy a house"))
+        .await
+        .unwrap();
+    assert_eq!(d.verdict.decision, Decision::DeferredUnhealthy);
+    let deferred_at = engine
+        .contact("c1")
+        .await
+        .unwrap()
+        .deferral
+        .unwrap()
+        .deferred_at;
+    assert_eq!(deferred_at, 1_000_000);
+
+    now.store(1_000_000 + window + 1, Ordering::SeqCst);
+    engine.report_health(buyer_report(900.0)).await.unwrap();
+    engine.retry_one("c1").await.unwrap();
+    let contact = engine.contact("c1").await.unwrap();
+    assert_eq!(contact.owner, "lead");
+    assert_eq!(contact.deferral.unwrap().status, DeferralStatus::Expired);
 }
