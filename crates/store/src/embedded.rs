@@ -414,7 +414,8 @@ impl Store for EmbeddedStore {
     }
 
     async fn commit(&self, lock: ContactLock, commit: Commit) -> Result<(), StoreError> {
-        if lock.contact_id != commit.contact_id {
+        // Only a lock from this store's own table, for this contact.
+        if !lock.is_local() || lock.contact_id != commit.contact_id {
             return Err(StoreError::Fenced(commit.contact_id));
         }
         let keep = self.keep();

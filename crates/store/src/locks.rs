@@ -1,7 +1,6 @@
 //! Per-contact locks for a router that runs alone: one async mutex per
 //! contact that someone is deciding on, dropped when nobody holds or waits.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,17 +8,27 @@ use std::time::Duration;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use crate::StoreError;
+use crate::etcd::EtcdHeld;
 
-/// A held contact lock; dropping it releases the lock.
+/// A held contact lock; dropping it releases the lock. Only a store makes
+/// one, and a store accepts only its own kind back.
 pub struct ContactLock {
     pub contact_id: String,
     /// Fencing token: the lock key's create revision on etcd, 0 in-process.
     pub fence: i64,
-    held: Box<dyn Any + Send + Sync>,
+    held: Held,
+}
+
+/// What a backend keeps for a held lock.
+pub(crate) enum Held {
+    /// An in-process mutex guard, released when dropped.
+    Local(#[allow(dead_code)] LocalHeld),
+    /// An etcd lock key on the session lease.
+    Etcd(Box<EtcdHeld>),
 }
 
 impl ContactLock {
-    pub fn new(contact_id: String, fence: i64, held: Box<dyn Any + Send + Sync>) -> Self {
+    pub(crate) fn new(contact_id: String, fence: i64, held: Held) -> Self {
         Self {
             contact_id,
             fence,
@@ -27,13 +36,24 @@ impl ContactLock {
         }
     }
 
-    /// The backend's own record of the held lock.
-    pub fn held_mut<T: Any>(&mut self) -> Option<&mut T> {
-        self.held.downcast_mut()
+    /// The etcd lock key behind this lock, if it is one.
+    pub(crate) fn etcd(&self) -> Option<&EtcdHeld> {
+        match &self.held {
+            Held::Etcd(held) => Some(held),
+            Held::Local(_) => None,
+        }
     }
 
-    pub fn held<T: Any>(&self) -> Option<&T> {
-        self.held.downcast_ref()
+    pub(crate) fn etcd_mut(&mut self) -> Option<&mut EtcdHeld> {
+        match &mut self.held {
+            Held::Etcd(held) => Some(held),
+            Held::Local(_) => None,
+        }
+    }
+
+    /// Whether an in-process lock table gave this lock.
+    pub(crate) fn is_local(&self) -> bool {
+        matches!(self.held, Held::Local(_))
     }
 }
 
@@ -54,13 +74,13 @@ pub struct LocalLocks {
     table: Table,
 }
 
-struct Held {
+pub(crate) struct LocalHeld {
     table: Table,
     contact_id: String,
     guard: Option<OwnedMutexGuard<()>>,
 }
 
-impl Drop for Held {
+impl Drop for LocalHeld {
     fn drop(&mut self) {
         let Some(guard) = self.guard.take() else {
             return;
@@ -89,12 +109,16 @@ impl LocalLocks {
             }
             return Err(StoreError::Busy(contact_id.to_owned()));
         };
-        let held = Held {
+        let held = LocalHeld {
             table: Arc::clone(&self.table),
             contact_id: contact_id.to_owned(),
             guard: Some(guard),
         };
-        Ok(ContactLock::new(contact_id.to_owned(), 0, Box::new(held)))
+        Ok(ContactLock::new(
+            contact_id.to_owned(),
+            0,
+            Held::Local(held),
+        ))
     }
 
     /// Contacts with a lock held or awaited.

@@ -73,11 +73,8 @@ impl Store for Counting {
         }
         self.commit_started.notify_one();
         self.release_commit.notified().await;
-        // The held lock stays with the caller, as with a write on a blocking
-        // thread: the write itself goes under a stand-in.
-        let unfenced = ContactLock::new(c.contact_id.clone(), 0, Box::new(()));
-        let landed = self.inner.commit(unfenced, c).await;
-        drop(l);
+        // The lock goes with the write, released once it has landed.
+        let landed = self.inner.commit(l, c).await;
         self.commit_landed.notify_one();
         landed
     }

@@ -12,7 +12,6 @@ use baton_policy::{
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use tracing::warn;
 
-use super::lock::EtcdHeld;
 use super::{EtcdStore, bounded, decode, encode, first_kv, now_ms, send_txn};
 use crate::{Commit, ContactLock, DeferredChange, Loaded, RouteKey, StoreError, StoredDecision};
 
@@ -37,7 +36,7 @@ impl EtcdStore {
         parts: &[TxnOpResponse],
         now: UnixMs,
     ) -> Result<Loaded, StoreError> {
-        if let Some(held) = lock.held::<EtcdHeld>() {
+        if let Some(held) = lock.etcd() {
             let rev = parts
                 .first()
                 .and_then(first_kv)
@@ -75,7 +74,7 @@ impl EtcdStore {
         commit: Commit,
     ) -> Result<(), StoreError> {
         let fence = lock.fence;
-        let Some(held) = lock.held_mut::<EtcdHeld>() else {
+        let Some(held) = lock.etcd_mut() else {
             return Err(StoreError::Fenced(commit.contact_id));
         };
         if held.key != self.key("locks", &commit.contact_id) {
@@ -167,7 +166,7 @@ impl EtcdStore {
             warn!(contact = %commit.contact_id, fence, "commit refused: the lock was lost");
             return Err(StoreError::Fenced(commit.contact_id));
         }
-        if let Some(held) = lock.held_mut::<EtcdHeld>() {
+        if let Some(held) = lock.etcd_mut() {
             held.armed = false; // the commit deleted the lock key
         }
         Ok(())

@@ -18,10 +18,11 @@ use etcd_client::{
 use tracing::{Instrument, debug, warn};
 
 use super::{EtcdStore, retrying, send_txn, unavailable};
+use crate::locks::Held;
 use crate::{ContactLock, StoreError};
 
 /// A held etcd lock: released (if still ours) when dropped without a commit.
-pub(super) struct EtcdHeld {
+pub(crate) struct EtcdHeld {
     pub(super) kv: KvClient,
     pub(super) key: Vec<u8>,
     pub(super) fence: i64,
@@ -194,7 +195,8 @@ impl EtcdStore {
                     op_timeout: self.options.op_timeout,
                     writes: Arc::clone(&self.writes),
                 };
-                let lock = ContactLock::new(contact_id.to_owned(), revision, Box::new(held));
+                let lock =
+                    ContactLock::new(contact_id.to_owned(), revision, Held::Etcd(Box::new(held)));
                 let mut answers = resp.op_responses();
                 answers.remove(0); // the put
                 return Ok((lock, answers));

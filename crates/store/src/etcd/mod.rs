@@ -54,6 +54,8 @@ mod commit;
 mod events;
 mod leases;
 mod lock;
+
+pub(crate) use lock::EtcdHeld;
 mod session;
 mod watch;
 
