@@ -9,6 +9,7 @@ use tonic::Status;
 use tracing::Instrument;
 
 use crate::engine::DecisionEvent;
+use crate::error::EngineError;
 
 /// Resolves once the router began shutting down.
 pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
@@ -42,9 +43,9 @@ where
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "watcher fell behind; ending its stream");
-                        let status = Status::data_loss(format!(
+                        let status = Status::from(EngineError::DataLoss(format!(
                             "watcher fell behind and missed {missed} decisions; subscribe again"
-                        ));
+                        )));
                         let _ = tx.send(Err(status)).await;
                         break;
                     }

@@ -59,27 +59,32 @@ pub(super) fn keep_alive(
             let id = session.lease.load(Ordering::SeqCst);
             let renewed = async {
                 let mut lease = client.lease_client();
-                let (mut keeper, mut stream) =
-                    bounded("keep-alive", limit, lease.keep_alive(id)).await?;
+                let (mut keeper, mut stream) = bounded("keep-alive", limit, lease.keep_alive(id))
+                    .await
+                    .map_err(Lost::Failed)?;
                 loop {
-                    bounded("keep-alive", limit, keeper.keep_alive()).await?;
-                    match bounded("keep-alive", limit, stream.message()).await? {
+                    bounded("keep-alive", limit, keeper.keep_alive())
+                        .await
+                        .map_err(Lost::Failed)?;
+                    let answer = bounded("keep-alive", limit, stream.message()).await;
+                    match answer.map_err(Lost::Failed)? {
                         Some(r) if r.ttl() > 0 => {
                             last_ok = Instant::now();
                             session.alive.store(true, Ordering::SeqCst);
                         }
-                        _ => {
-                            return Err(StoreError::Unavailable("session lease expired".into()));
-                        }
+                        _ => return Err(Lost::Expired),
                     }
                     tokio::time::sleep(ttl / 3).await;
                 }
             };
-            let error: StoreError = match renewed.await {
-                Err(e) => e,
+            let (expired, error) = match renewed.await {
+                Err(Lost::Expired) => (
+                    true,
+                    StoreError::Unavailable("session lease expired".into()),
+                ),
+                Err(Lost::Failed(e)) => (false, e),
                 Ok(()) => continue,
             };
-            let expired = matches!(&error, StoreError::Unavailable(m) if m.contains("expired"));
             if expired || last_ok.elapsed() >= ttl {
                 if session.alive.swap(false, Ordering::SeqCst) {
                     warn!(lease = id, error = %error, "etcd session lost: no commits under its locks");
@@ -131,4 +136,12 @@ impl EtcdStore {
         info!(lease, "etcd session lease revoked");
         Ok(())
     }
+}
+
+/// Why keeping the session lease alive stopped.
+enum Lost {
+    /// etcd answered that the lease is gone.
+    Expired,
+    /// etcd could not be reached or failed.
+    Failed(StoreError),
 }
