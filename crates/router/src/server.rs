@@ -42,6 +42,7 @@ pub async fn open_store(config: &RouterConfig) -> anyhow::Result<Arc<dyn Store>>
             decision_ttl: p.policy.decision_ttl,
             health_ttl: p.health.stale_after,
             defer_ttl: p.health.defer_window,
+            retention: config.store.retention,
             ..EtcdOptions::default()
         };
         let store = EtcdStore::connect(options)

@@ -163,11 +163,8 @@ async fn main() {
         session_ttl: Duration::from_secs(10),
         op_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(5),
-        context_ttl: Duration::from_secs(24 * 3600),
-        decision_ttl: Duration::from_secs(24 * 3600),
         health_ttl: Duration::from_secs(3600),
-        defer_ttl: Duration::from_secs(1800),
-        event_ttl: Duration::from_secs(60),
+        ..EtcdOptions::default()
     })
     .await
     .expect("connect the store");

@@ -21,6 +21,7 @@ fn options(etcd: &Etcd, prefix: &str) -> EtcdOptions {
         health_ttl: Duration::from_secs(3600),
         defer_ttl: Duration::from_secs(1800),
         event_ttl: Duration::from_secs(60),
+        retention: Duration::from_secs(3600),
     }
 }
 
@@ -737,4 +738,73 @@ async fn lock_and_load_reads_with_the_acquire_and_keeps_the_fence() {
     let loaded = waiter.await.unwrap().unwrap();
     assert_eq!(loaded.contact.unwrap().last_handoff_id, "h2:c2");
     assert_eq!(loaded.prior, None);
+}
+
+/// A contact record lives under a lease of `retention`, renewed by every
+/// write to it: an idle one is deleted by etcd itself, and an
+/// acknowledgement keeps it a retention period longer.
+#[tokio::test]
+async fn an_idle_contact_expires_with_its_retention_lease() {
+    let etcd = Etcd::single().await.unwrap();
+    let store = EtcdStore::connect(EtcdOptions {
+        retention: Duration::from_secs(3),
+        ..options(&etcd, "/t-ret/")
+    })
+    .await
+    .unwrap();
+    let mut raw = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .unwrap();
+    let lease_ttl = |raw: &mut etcd_client::Client, key: &'static str| {
+        let mut raw = raw.clone();
+        async move {
+            let got = raw.get(key, None).await.unwrap();
+            let kv = got.kvs().first().cloned().expect("the contact is stored");
+            assert_ne!(kv.lease(), 0, "the contact has no lease");
+            raw.lease_time_to_live(kv.lease(), None)
+                .await
+                .unwrap()
+                .ttl()
+        }
+    };
+    for contact in ["idle", "busy"] {
+        let lock = store.lock(contact, Duration::from_secs(1)).await.unwrap();
+        let handoff = format!("0190:{contact}");
+        store
+            .commit(lock, handed_over(contact, &handoff))
+            .await
+            .unwrap();
+    }
+    // 3 s, plus at most two one-second buckets.
+    let ttl = lease_ttl(&mut raw, "/t-ret/contacts/idle").await;
+    assert!((1..=5).contains(&ttl), "contact lease ttl {ttl}");
+
+    let busy = async {
+        // Keep "busy" active: acknowledge, then record an outcome, a
+        // second or so apart.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        store
+            .acknowledge("0190:busy", "seller", now())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        store
+            .record_outcome("0190:busy", Outcome::Successful, &LearningConfig::default())
+            .await
+            .unwrap();
+    };
+    busy.await;
+    eventually(
+        "the idle contact to expire",
+        Duration::from_secs(15),
+        || {
+            let store = &store;
+            async move { store.contact("idle").await.unwrap().is_none().then_some(()) }
+        },
+    )
+    .await;
+    assert!(
+        store.contact("busy").await.unwrap().is_some(),
+        "the active contact expired with the idle one"
+    );
 }

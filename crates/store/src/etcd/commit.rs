@@ -91,10 +91,11 @@ impl EtcdStore {
         if let Some(contact) = &commit.contact {
             let mut stored = contact.clone();
             let context = std::mem::take(&mut stored.context);
+            let kept = self.leases.lease(self.options.retention, now).await?;
             ops.push(TxnOp::put(
                 self.key("contacts", &commit.contact_id),
                 encode(&stored),
-                None,
+                Some(PutOptions::new().with_lease(kept)),
             ));
             if contact.context_expires_at > now {
                 let lease = self.leases.lease(self.options.context_ttl, now).await?;
@@ -222,15 +223,19 @@ impl EtcdStore {
             if !changed {
                 return Ok((out, entry, window));
             }
+            // Activity: the contact (and its route's window) are kept a
+            // retention period from now.
+            let kept = self.leases.lease(self.options.retention, now_ms()).await?;
+            let kept = || Some(PutOptions::new().with_lease(kept));
             let mut compares = vec![Compare::mod_revision(key.clone(), CompareOp::Equal, rev)];
-            let mut ops = vec![TxnOp::put(key.clone(), encode(&contact), None)];
+            let mut ops = vec![TxnOp::put(key.clone(), encode(&contact), kept())];
             if let Some((window_key, window_rev, bytes)) = window_op {
                 compares.push(Compare::mod_revision(
                     window_key.clone(),
                     CompareOp::Equal,
                     window_rev,
                 ));
-                ops.push(TxnOp::put(window_key, bytes, None));
+                ops.push(TxnOp::put(window_key, bytes, kept()));
             }
             self.writes.fetch_add(1, Ordering::Relaxed);
             let update = Txn::new().when(compares).and_then(ops);

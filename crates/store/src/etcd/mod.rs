@@ -80,6 +80,10 @@ pub struct EtcdOptions {
     /// they get it by watch within moments; the key only has to outlive a
     /// watch resuming after a broken stream.
     pub event_ttl: Duration,
+    /// A contact record and an outcome window are put under a lease of
+    /// this lifetime at every write: one left idle this long (to at most
+    /// three eighths longer, the lease buckets) is gone (`store.retention`).
+    pub retention: Duration,
 }
 
 impl Default for EtcdOptions {
@@ -97,6 +101,7 @@ impl Default for EtcdOptions {
             health_ttl: Duration::from_secs(30),
             defer_ttl: Duration::from_secs(30 * 60),
             event_ttl: Duration::from_secs(60),
+            retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -239,6 +244,7 @@ impl EtcdStore {
             options.decision_ttl,
             options.health_ttl,
             options.event_ttl,
+            options.retention,
         ];
         leases.prepare(&ttls, now_ms()).await?;
         let events_prefix = format!("{}events/", options.prefix);
