@@ -660,3 +660,71 @@ async fn a_deferral_completed_on_one_replica_reaches_watch_handoffs_on_the_other
         (Decision::Approved, pushed.handoff_id.as_str(), true)
     );
 }
+
+/// 24 concurrent requests for each of 15 contacts, alternating between two
+/// replicas, three rounds: many lock waits time out (`CONTACT_BUSY`) while
+/// their acquire may already have reached etcd. Afterwards no lock key is
+/// left, and every contact takes a new handoff at once, on either replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_requests_over_two_replicas_leave_no_lock_behind() {
+    let etcd = Etcd::single().await.unwrap();
+    let r1 = replica(&etcd, "/leak/", &[]).await;
+    let r2 = replica(&etcd, "/leak/", &[]).await;
+    let (c1, c2) = (r1.handoff().await, r2.handoff().await);
+    for round in 0..3 {
+        let mut calls = Vec::new();
+        for c in 0..15 {
+            let contact = format!("r{round}-c{c}");
+            for i in 0..24 {
+                let mut client = if i % 2 == 0 { c1.clone() } else { c2.clone() };
+                let target = if i % 4 < 2 { "seller" } else { "buyer" };
+                let req = signal_to(&contact, "lead", target, 0.95);
+                calls.push(tokio::spawn(
+                    async move { client.request_handoff(req).await },
+                ));
+            }
+        }
+        let mut busy = 0;
+        for call in calls {
+            let reply = call.await.unwrap().expect("no call fails").into_inner();
+            match decision(&reply) {
+                Decision::ContactBusy => busy += 1,
+                Decision::Approved | Decision::NotOwner => {}
+                other => panic!("unexpected {other:?}: {}", reply.reason),
+            }
+        }
+        eprintln!("round {round}: {busy} of 360 requests found their contact busy");
+        for c in 0..15 {
+            let contact = format!("r{round}-c{c}");
+            assert!(
+                !locked(&etcd, "/leak/", &contact).await,
+                "round {round}: {contact}'s lock was left behind"
+            );
+            // Under load every request for a contact may have found it
+            // busy; it is then still the first bot's.
+            let owner = match r2
+                .admin()
+                .await
+                .get_contact(GetContactRequest {
+                    contact_id: contact.clone(),
+                })
+                .await
+            {
+                Ok(found) => found.into_inner().owner,
+                Err(e) if e.code() == Code::NotFound => "lead".to_owned(),
+                Err(e) => panic!("{contact}: {e}"),
+            };
+            let next = if owner == "seller" { "buyer" } else { "seller" };
+            let via = if c % 2 == 0 { &r1 } else { &r2 };
+            let reply = ask(via, signal_to(&contact, &owner, next, 0.95))
+                .await
+                .unwrap();
+            assert_eq!(
+                decision(&reply),
+                Decision::Approved,
+                "round {round}: {contact}: {}",
+                reply.reason
+            );
+        }
+    }
+}
