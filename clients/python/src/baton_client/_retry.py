@@ -2,9 +2,9 @@
 
 A call is retried only when retrying cannot change what happened: a
 ``CONTACT_BUSY`` decision (nothing was decided, the lock was held) and an
-``UNAVAILABLE`` or ``ABORTED`` status (nothing was applied), for calls that are idempotent (``request_handoff``
-reuses its request id, so a retry after a lost answer returns the stored
-decision). Waits grow exponentially with jitter, honour the router's
+``UNAVAILABLE`` or ``ABORTED`` status (nothing was applied), for calls that
+are idempotent (``request_handoff`` reuses its request id, so a retry after a
+lost answer returns the stored decision). Waits grow exponentially with jitter, honour the router's
 ``retry_after`` and never run past the call's deadline.
 """
 
