@@ -418,9 +418,25 @@ impl Store for EmbeddedStore {
         if !lock.is_local() || lock.contact_id != commit.contact_id {
             return Err(StoreError::Fenced(commit.contact_id));
         }
+        // A commit only writes: its rows are encoded here, on the caller's
+        // task, and the writer thread only puts them.
         let keep = self.keep();
-        self.write(Some(lock), move |w| tables::commit(w, &commit, keep))
-            .await
+        let rows = {
+            let nothing = Maps::default();
+            let mut staged = Staged::new(&nothing);
+            tables::commit(&mut staged, &commit, keep)?;
+            staged.into_writes()
+        };
+        self.write(Some(lock), move |w| {
+            for (table, key, value) in rows {
+                match value {
+                    Some(value) => w.put(table, &key, value)?,
+                    None => w.remove(table, &key)?,
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn contact(&self, contact_id: &str) -> Result<Option<ContactState>, StoreError> {
