@@ -536,3 +536,123 @@ async fn sigterm_ends_promptly_with_unread_streams() {
     );
     drop(unread);
 }
+
+/// Load shedding: with `server.max_calls_in_flight = 1`, a call made while
+/// another is being handled is refused at once, naming the key; once the
+/// first is answered, calls go through again. Health checks are not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_past_max_calls_in_flight_are_shed_at_once() {
+    let router = baton_test_support::Router::start_with_env(
+        crate::router_bin(),
+        &["--set", "server.max_calls_in_flight=1"],
+        &[("BATON_TEST_PAUSE_AFTER_LOCK", "shed-1=2s")],
+    )
+    .await
+    .expect("start baton-router");
+    let mut first = router.handoff().await;
+    let held = tokio::spawn(async move {
+        first
+            .request_handoff(crate::request("shed-1", "lead", "I want to sell my house"))
+            .await
+    });
+    router
+        .logged(
+            "test pause point: holding the contact lock",
+            std::time::Duration::from_secs(20),
+        )
+        .await;
+    let mut other = router.handoff().await;
+    let started = std::time::Instant::now();
+    let shed = other
+        .request_handoff(crate::request("shed-2", "lead", "hello"))
+        .await
+        .unwrap_err();
+    assert_eq!(shed.code(), tonic::Code::ResourceExhausted, "{shed:?}");
+    assert!(
+        shed.message().contains("server.max_calls_in_flight"),
+        "{shed:?}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "not at once"
+    );
+    let first = held.await.unwrap().unwrap().into_inner();
+    assert_eq!(crate::decision(&first), baton_proto::v1::Decision::Approved);
+    let again = other
+        .request_handoff(crate::request("shed-2", "lead", "hello"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(crate::decision(&again), baton_proto::v1::Decision::Stay);
+}
+
+/// The handler timeout: a decision not answered within
+/// `server.call_timeout` gets DEADLINE_EXCEEDED naming the key; what it cut
+/// off wrote nothing and left no lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_call_timeout_is_cut_off_whole() {
+    let router = baton_test_support::Router::start_with_env(
+        crate::router_bin(),
+        &["--set", "server.call_timeout=1s"],
+        &[("BATON_TEST_PAUSE_AFTER_LOCK", "slow-1=3s")],
+    )
+    .await
+    .expect("start baton-router");
+    let mut handoff = router.handoff().await;
+    let mut req = crate::request("slow-1", "lead", "I want to sell my house");
+    req.request_id = "slow-r1".into();
+    let cut = handoff.request_handoff(req.clone()).await.unwrap_err();
+    assert_eq!(cut.code(), tonic::Code::DeadlineExceeded, "{cut:?}");
+    assert!(cut.message().contains("server.call_timeout"), "{cut:?}");
+    let found = router
+        .admin()
+        .await
+        .get_contact(baton_proto::v1::GetContactRequest {
+            contact_id: "slow-1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        found.code(),
+        tonic::Code::NotFound,
+        "half a decision was written"
+    );
+    // No lock was left: a retry takes the lock at once (a held one would
+    // answer CONTACT_BUSY after policy.lock_wait, 250 ms, well inside the
+    // timeout) and is cut off at the same pause point again.
+    let again = handoff.request_handoff(req).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::DeadlineExceeded, "{again:?}");
+}
+
+/// A probe's report stream lasts as long as the probe: `server.call_timeout`
+/// does not cut it, however short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probes_report_stream_outlives_call_timeout() {
+    let router = crate::router(&["--set", "server.call_timeout=200ms"]).await;
+    let report = || ReportHealthRequest {
+        report: Some(HealthReport {
+            bot: "buyer".into(),
+            window_ms: 60_000,
+            sample_count: 100,
+            p50_ms: 400.0,
+            p95_ms: 900.0,
+            p99_ms: 1000.0,
+            error_rate: 0.0,
+            observed_at_unix_ms: 0,
+        }),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut health = router.health().await;
+    let call = tokio::spawn(async move {
+        health
+            .report_health(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    for _ in 0..4 {
+        tx.send(report()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(tx);
+    let answered = call.await.unwrap();
+    assert!(answered.is_ok(), "the report stream was cut: {answered:?}");
+}

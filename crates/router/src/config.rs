@@ -102,6 +102,13 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Calls in flight per client connection.
     pub max_concurrent_per_connection: usize,
+    /// Baton calls handled at once by the whole router; past it a call is
+    /// refused at once with RESOURCE_EXHAUSTED (load shedding).
+    pub max_calls_in_flight: usize,
+    /// A call not answered within this gets DEADLINE_EXCEEDED (a stream:
+    /// its response head; a decision cut off still commits whole or not).
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
     /// Calls per second per principal (per client address without auth); 0 = no limit.
     pub rate_per_principal: f64,
     /// Calls a principal may make at once above its rate.
@@ -150,6 +157,8 @@ impl Default for ServerConfig {
             tls_client_ca: None,
             max_request_bytes: 4 * 1024 * 1024,
             max_concurrent_per_connection: 256,
+            max_calls_in_flight: 10_000,
+            call_timeout: Duration::from_secs(30),
             rate_per_principal: 5000.0,
             rate_burst: 10000.0,
             max_concurrent_streams: 100,
@@ -402,6 +411,7 @@ impl RouterConfig {
             ("server.idle_timeout", s.idle_timeout, true),
             ("server.handshake_timeout", s.handshake_timeout, true),
             ("server.keepalive_interval", s.keepalive_interval, true),
+            ("server.call_timeout", s.call_timeout, true),
         ] {
             duration(key, value, nonzero)?;
         }
@@ -413,6 +423,12 @@ impl RouterConfig {
             s.max_concurrent_per_connection,
             1,
             MAX_CONCURRENT_PER_CONNECTION,
+        )?;
+        within(
+            "server.max_calls_in_flight",
+            s.max_calls_in_flight,
+            1,
+            MAX_CALLS_IN_FLIGHT,
         )?;
         within(
             "server.max_request_bytes",
@@ -496,6 +512,8 @@ impl RouterConfig {
     }
 }
 
+/// Baton calls in flight router-wide, at most (tokio's semaphore bound).
+const MAX_CALLS_IN_FLIGHT: usize = 1 << 24;
 /// Writes in one store transaction, at most.
 const MAX_BATCH: usize = 65_536;
 /// The longest a store batch may wait for more writes.
@@ -683,6 +701,8 @@ mod tests {
             ),
             ("server.purge_every=0s", "server.purge_every"),
             ("store.batch_max=0", "store.batch_max"),
+            ("server.max_calls_in_flight=0", "server.max_calls_in_flight"),
+            ("server.call_timeout=0s", "server.call_timeout"),
             ("store.batch_wait=1s", "store.batch_wait"),
             ("store.retention=0s", "store.retention"),
             ("store.retention=1h", "store.retention"),

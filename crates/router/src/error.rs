@@ -32,6 +32,9 @@ pub enum EngineError {
     /// A stream fell behind and lost items; the client must subscribe again.
     #[error("{0}")]
     DataLoss(String),
+    /// The call was not answered within the router's handler timeout.
+    #[error("{0}")]
+    Timeout(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -48,6 +51,7 @@ impl From<EngineError> for Status {
             EngineError::Unauthenticated(_) => Code::Unauthenticated,
             EngineError::Exhausted(_) => Code::ResourceExhausted,
             EngineError::DataLoss(_) => Code::DataLoss,
+            EngineError::Timeout(_) => Code::DeadlineExceeded,
             EngineError::Store(s) => match s {
                 StoreError::Busy(_) | StoreError::Fenced(_) => Code::Aborted,
                 StoreError::Unavailable(_) => Code::Unavailable,
@@ -88,6 +92,7 @@ mod tests {
             ),
             (EngineError::Exhausted("x".into()), Code::ResourceExhausted),
             (EngineError::DataLoss("x".into()), Code::DataLoss),
+            (EngineError::Timeout("x".into()), Code::DeadlineExceeded),
             (StoreError::Busy("c".into()).into(), Code::Aborted),
             (StoreError::Fenced("c".into()).into(), Code::Aborted),
             (

@@ -189,6 +189,10 @@ pub async fn serve(
         .layer(layers::CallsLayer::new(Arc::clone(&connections)))
         .layer(spans)
         .layer(layers::AuthLayer::new(Arc::clone(&auth)))
+        .layer(layers::GuardLayer::new(
+            s.max_calls_in_flight,
+            s.call_timeout,
+        ))
         .add_service(HandoffServiceServer::new(handoff).max_decoding_message_size(max))
         .add_service(AdminServiceServer::new(admin).max_decoding_message_size(max))
         .add_service(HealthServiceServer::new(probes).max_decoding_message_size(max))

@@ -7,7 +7,11 @@
 //! - [`AuthLayer`]: the token check, the limit on failed authentications
 //!   per client address and the per-principal call rate, for the Baton
 //!   services (`grpc.health.v1` and reflection stay open, as orchestrators
-//!   and `grpcurl` expect).
+//!   and `grpcurl` expect);
+//! - [`GuardLayer`]: load shedding (a router-wide bound on Baton calls in
+//!   flight, beyond which a call is refused at once) and the handler
+//!   timeout (a call not answered in time gets `DEADLINE_EXCEEDED`; a
+//!   decision it cut off still commits or not as a whole).
 //!
 //! tonic's builder adds the rest as tower layers of its own: the
 //! concurrency limit per connection and HTTP/2's `MAX_CONCURRENT_STREAMS`.
@@ -25,6 +29,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use super::conn::{ConnState, Connections};
 use crate::auth::Auth;
+use crate::error::EngineError;
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
@@ -222,9 +227,110 @@ where
     }
 }
 
+/// Whether a call's answer is bounded by `server.call_timeout`: every Baton
+/// call but a probe's report stream, answered only when the probe ends it.
+fn timed(path: &str) -> bool {
+    path != "/baton.v1.HealthService/ReportHealth"
+}
+
+/// Load shedding and the handler timeout as a layer.
+#[derive(Clone)]
+pub struct GuardLayer {
+    in_flight: Arc<tokio::sync::Semaphore>,
+    max: usize,
+    timeout: std::time::Duration,
+}
+
+impl GuardLayer {
+    /// At most `max` Baton calls handled at once; each answered (for a
+    /// stream: its response head) within `timeout`.
+    pub fn new(max: usize, timeout: std::time::Duration) -> Self {
+        Self {
+            in_flight: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+            timeout,
+        }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for GuardLayer {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Guarded<S> {
+        Guarded {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Guarded<S> {
+    inner: S,
+    layer: GuardLayer,
+}
+
+impl<S, B, ResBody> Service<Request<B>> for Guarded<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Response<ResBody>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if !guarded_path(request.uri().path()) {
+            return Box::pin(self.inner.call(request));
+        }
+        let refuse = |e: EngineError| {
+            let response = tonic::Status::from(e).into_http::<ResBody>();
+            Box::pin(async move { Ok(response) }) as Self::Future
+        };
+        let Ok(permit) = Arc::clone(&self.layer.in_flight).try_acquire_owned() else {
+            return refuse(EngineError::Exhausted(format!(
+                "the router is handling {} calls (server.max_calls_in_flight); retry",
+                self.layer.max
+            )));
+        };
+        let timeout = timed(request.uri().path()).then_some(self.layer.timeout);
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let Some(timeout) = timeout else {
+                let answered = call.await;
+                drop(permit);
+                return answered;
+            };
+            let answered = tokio::time::timeout(timeout, call).await;
+            drop(permit);
+            match answered {
+                Ok(response) => response,
+                Err(_) => Ok(tonic::Status::from(EngineError::Timeout(format!(
+                    "no answer within {} (server.call_timeout)",
+                    humantime::format_duration(timeout)
+                )))
+                .into_http::<ResBody>()),
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_probes_report_stream_is_not_timed_out() {
+        assert!(timed("/baton.v1.HandoffService/RequestHandoff"));
+        assert!(timed("/baton.v1.HandoffService/WatchHandoffs"));
+        assert!(!timed("/baton.v1.HealthService/ReportHealth"));
+    }
 
     #[test]
     fn only_the_baton_services_need_tokens() {
