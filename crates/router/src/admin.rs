@@ -107,10 +107,10 @@ impl AdminService for AdminApi {
     ) -> Result<Response<ReleaseContactResponse>, Status> {
         auth::operator(&auth::caller(&request))?;
         let req = request.into_inner();
-        convert::release_contact(self.engine.policy(), &req)?;
+        let owner = convert::release_contact(self.engine.policy(), &req)?;
         let previous = self
             .engine
-            .release(&req.contact_id, &req.owner, &req.reason)
+            .release(&req.contact_id, owner, &req.reason)
             .await?;
         Ok(Response::new(ReleaseContactResponse {
             previous_owner: previous,
@@ -168,8 +168,8 @@ impl HealthService for HealthApi {
             let report = message?.report;
             // A probe speaks only for its own bot: refused before anything is applied.
             auth::as_probe(&caller, report.as_ref().map_or("", |r| r.bot.as_str()))?;
-            let report = convert::report_in(self.engine.policy(), report)?;
-            self.engine.report_health(report).await?;
+            let (bot, report) = convert::report_in(self.engine.policy(), report)?;
+            self.engine.report_health(bot, report).await?;
             accepted += 1;
         }
         Ok(Response::new(ReportHealthResponse { accepted }))

@@ -261,11 +261,12 @@ pub fn get_contact(policy: &Policy, req: &pb::GetContactRequest) -> Result<(), E
 pub fn release_contact(
     policy: &Policy,
     req: &pb::ReleaseContactRequest,
-) -> Result<(), EngineError> {
+) -> Result<BotIx, EngineError> {
     contact_id(policy, &req.contact_id)?;
-    bot(policy, "owner", &req.owner)?;
+    let owner = bot(policy, "owner", &req.owner)?;
     let max = policy.config().limits.message_bytes;
-    at_most("reason", req.reason.len(), max, "bytes")
+    at_most("reason", req.reason.len(), max, "bytes")?;
+    Ok(owner)
 }
 
 /// Validates a `WatchDecisions`: each filter, when set.
@@ -286,9 +287,9 @@ pub fn watch_decisions(
 pub fn report_in(
     policy: &Policy,
     r: Option<pb::HealthReport>,
-) -> Result<HealthReport, EngineError> {
+) -> Result<(BotIx, HealthReport), EngineError> {
     let r = r.ok_or_else(|| invalid("report", "is missing"))?;
-    bot(policy, "report.bot", &r.bot)?;
+    let ix = bot(policy, "report.bot", &r.bot)?;
     for (field, v) in [
         ("report.p50_ms", r.p50_ms),
         ("report.p95_ms", r.p95_ms),
@@ -307,17 +308,20 @@ pub fn report_in(
             format!("must be in [0, 1], got {}", r.error_rate),
         ));
     }
-    Ok(HealthReport {
-        bot: r.bot,
-        window_ms: r.window_ms,
-        sample_count: r.sample_count,
-        p50_ms: r.p50_ms,
-        p95_ms: r.p95_ms,
-        p99_ms: r.p99_ms,
-        error_rate: r.error_rate,
-        observed_at: r.observed_at_unix_ms,
-        received_at: 0,
-    })
+    Ok((
+        ix,
+        HealthReport {
+            bot: r.bot,
+            window_ms: r.window_ms,
+            sample_count: r.sample_count,
+            p50_ms: r.p50_ms,
+            p95_ms: r.p95_ms,
+            p99_ms: r.p99_ms,
+            error_rate: r.error_rate,
+            observed_at: r.observed_at_unix_ms,
+            received_at: 0,
+        },
+    ))
 }
 
 #[cfg(test)]

@@ -14,17 +14,13 @@ use super::{Engine, read, write};
 use crate::error::EngineError;
 
 impl Engine {
-    /// Keeps a probe's report (in the store and in the health cache).
+    /// Keeps a probe's report on bot `ix` (in the store and in the health
+    /// cache).
     pub async fn report_health(
         self: &Arc<Self>,
+        ix: BotIx,
         mut report: HealthReport,
     ) -> Result<(), EngineError> {
-        let Some(ix) = self.policy.bot_ix(&report.bot) else {
-            return Err(EngineError::Invalid(format!(
-                "field 'report.bot': '{}' is not a configured bot",
-                report.bot
-            )));
-        };
         let now = self.now();
         report.received_at = now;
         self.store.put_health(&report).await?;

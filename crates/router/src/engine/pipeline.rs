@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use baton_policy::settle::{self, Request};
-use baton_policy::{Assessment, Next};
+use baton_policy::{Assessment, BotIx, Next};
 use baton_store::{Commit, ContactLock, StoreError, StoredDecision};
 use tracing::{Instrument, info, info_span};
 
@@ -136,18 +136,14 @@ impl Engine {
             .map_err(|e| StoreError::Unavailable(format!("commit task failed: {e}")))?
     }
 
-    /// An operator hands the contact to `owner` and resets its chain.
+    /// An operator hands the contact to bot `owner` and resets its chain.
     pub async fn release(
         &self,
         contact_id: &str,
-        owner: &str,
+        owner: BotIx,
         reason: &str,
     ) -> Result<String, EngineError> {
-        if self.policy.bot_ix(owner).is_none() {
-            return Err(EngineError::Invalid(format!(
-                "field 'owner': '{owner}' is not a configured bot"
-            )));
-        }
+        let owner = self.policy.bot_id(owner);
         let config = self.policy.config();
         let locked = self
             .store

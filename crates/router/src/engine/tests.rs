@@ -253,7 +253,10 @@ async fn a_human_trigger_escalates_and_bots_then_find_the_contact_with_a_human()
     );
     // An operator hands it back and the chain starts over.
     assert_eq!(
-        engine.release("c1", "lead", "called back").await.unwrap(),
+        engine
+            .release("c1", engine.policy().bot_ix("lead").unwrap(), "called back")
+            .await
+            .unwrap(),
         HUMAN
     );
     let d = engine
@@ -364,12 +367,12 @@ async fn an_unhealthy_report_defers_and_a_healthy_one_lets_through() {
         p95_ms: p95,
         ..Default::default()
     };
-    engine.report_health(report(2500.0)).await.unwrap();
+    reported(&engine, report(2500.0)).await;
     let buy = |contact| request(&engine, contact, "lead", "I want to buy a house");
     let d = engine.decide(buy("c1")).await.unwrap();
     assert_eq!(d.verdict.decision, Decision::DeferredUnhealthy);
     assert_eq!(d.verdict.retry_after_ms, 30_000);
-    engine.report_health(report(900.0)).await.unwrap();
+    reported(&engine, report(900.0)).await;
     // The recovery retries c1's deferral in a task of its own; wait for it
     // rather than race it.
     let retried = next_approval(&mut events).await;
@@ -406,7 +409,7 @@ fn buyer_report(p95: f64) -> HealthReport {
 async fn a_deferred_handoff_completes_when_the_target_recovers() {
     let (engine, _) = engine().await;
     let mut events = engine.subscribe();
-    engine.report_health(buyer_report(2500.0)).await.unwrap();
+    reported(&engine, buyer_report(2500.0)).await;
     let mut req = request(&engine, "c1", "lead", "I want to buy a house");
     req.context.timeline = Some("6 months".into());
     let d = engine.decide(req).await.unwrap();
@@ -421,7 +424,7 @@ async fn a_deferred_handoff_completes_when_the_target_recovers() {
         vec![("c1".into(), "buyer".into())]
     );
 
-    engine.report_health(buyer_report(900.0)).await.unwrap();
+    reported(&engine, buyer_report(900.0)).await;
     // The decision event the router publishes for the completed handoff.
     let event = loop {
         let e = tokio::time::timeout(Duration::from_secs(5), events.recv())
@@ -462,7 +465,7 @@ async fn a_handoff_deferred_for_a_stale_target_completes_when_reports_resume() {
             .unwrap(),
     );
     let mut events = engine.subscribe();
-    engine.report_health(buyer_report(900.0)).await.unwrap();
+    reported(&engine, buyer_report(900.0)).await;
     // The buyer goes silent: no unhealthy report, only staleness.
     let buyer_status = |engine: &Engine| {
         engine
@@ -486,7 +489,7 @@ async fn a_handoff_deferred_for_a_stale_target_completes_when_reports_resume() {
     assert_eq!(d.verdict.decision, Decision::DeferredUnhealthy);
 
     // Reports resume, healthy: the deferred handoff is retried and completes.
-    engine.report_health(buyer_report(900.0)).await.unwrap();
+    reported(&engine, buyer_report(900.0)).await;
     let event = loop {
         let e = tokio::time::timeout(Duration::from_secs(5), events.recv())
             .await
@@ -512,7 +515,7 @@ async fn a_handoff_deferred_for_a_stale_target_completes_when_reports_resume() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deferred_handoff_is_tried_at_most_three_times() {
     let (engine, _) = engine().await;
-    engine.report_health(buyer_report(2500.0)).await.unwrap();
+    reported(&engine, buyer_report(2500.0)).await;
     let d = engine
         .decide(request(&engine, "c1", "lead", "I want to buy a house"))
         .await
@@ -744,12 +747,12 @@ async fn a_replay_is_neither_pushed_nor_counted_again() {
 async fn a_completed_deferral_replays_as_its_completion() {
     let (engine, _) = engine().await;
     let mut events = engine.subscribe();
-    engine.report_health(buyer_report(2500.0)).await.unwrap();
+    reported(&engine, buyer_report(2500.0)).await;
     let mut req = request(&engine, "c1", "lead", "I want to buy a house");
     req.request_id = "r-1".into();
     let d = engine.decide(req.clone()).await.unwrap();
     assert_eq!(d.verdict.decision, Decision::DeferredUnhealthy);
-    engine.report_health(buyer_report(900.0)).await.unwrap();
+    reported(&engine, buyer_report(900.0)).await;
     // The recovery completes the deferral in a task of its own.
     let completed = next_approval(&mut events).await;
     assert_eq!(completed.contact_id, "c1");
@@ -980,7 +983,7 @@ async fn a_deferral_retried_past_the_defer_window_expires_by_the_engines_clock()
             .unwrap()
             .with_clock(clock),
     );
-    engine.report_health(buyer_report(2500.0)).await.unwrap();
+    reported(&engine, buyer_report(2500.0)).await;
     let d = engine
         .decide(request(&engine, "c1", "lead", "I want to buy a house"))
         .await
@@ -996,9 +999,15 @@ async fn a_deferral_retried_past_the_defer_window_expires_by_the_engines_clock()
     assert_eq!(deferred_at, 1_000_000);
 
     now.store(1_000_000 + window + 1, Ordering::SeqCst);
-    engine.report_health(buyer_report(900.0)).await.unwrap();
+    reported(&engine, buyer_report(900.0)).await;
     engine.retry_one("c1").await.unwrap();
     let contact = engine.contact("c1").await.unwrap();
     assert_eq!(contact.owner, "lead");
     assert_eq!(contact.deferral.unwrap().status, DeferralStatus::Expired);
+}
+
+/// A probe's report, as the service hands it over once validated.
+async fn reported(engine: &Arc<Engine>, report: HealthReport) {
+    let ix = engine.policy().bot_ix(&report.bot).unwrap();
+    engine.report_health(ix, report).await.unwrap();
 }
