@@ -224,7 +224,10 @@ async fn main() {
     let ratio: f64 =
         rounds.iter().map(|(m, f)| f.rate() / m.rate()).sum::<f64>() / rounds.len() as f64;
     println!();
-    println!("file / memory throughput: **{ratio:.2}** (target ≥ 0.5)");
+    // Here the memory store costs nothing but the rules; the target (≥ 0.5)
+    // is over gRPC, where every approval also pays for the call:
+    // `baton-loadgen --path approve --store embedded --baseline memory`.
+    println!("file / memory throughput at the store: {ratio:.2}");
 
     println!();
     println!("| contacts stored | approvals/s | P50 | P99 | file bytes | bytes per contact |");
