@@ -49,7 +49,21 @@ impl Default for Batching {
 /// the transaction only when the write that made them succeeded.
 pub(crate) struct Staged<'a> {
     base: &'a dyn Read,
-    writes: Vec<(Table, String, Option<Vec<u8>>)>,
+    writes: Vec<Row>,
+}
+
+/// One staged write: a table, a key, and the new value (`None` removes it).
+pub(crate) type Row = (Table, String, Option<Vec<u8>>);
+
+/// Applies staged rows, in order.
+pub(crate) fn apply(w: &mut dyn Write, rows: Vec<Row>) -> Result<(), StoreError> {
+    for (table, key, value) in rows {
+        match value {
+            Some(value) => w.put(table, &key, value)?,
+            None => w.remove(table, &key)?,
+        }
+    }
+    Ok(())
 }
 
 impl<'a> Staged<'a> {
@@ -61,7 +75,7 @@ impl<'a> Staged<'a> {
     }
 
     /// The staged writes, in order: `None` removes the key.
-    pub(crate) fn into_writes(self) -> Vec<(Table, String, Option<Vec<u8>>)> {
+    pub(crate) fn into_writes(self) -> Vec<Row> {
         self.writes
     }
 }
@@ -285,8 +299,8 @@ fn commit_batch(db: &Database, mut batch: Vec<Box<dyn Job>>) {
     }
 }
 
-fn run_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<(), redb::Error> {
-    let txn = db.begin_write()?;
+fn run_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(StoreError::unavailable)?;
     {
         let mut view = crate::embedded::RedbWrite::new(&txn);
         for job in batch.iter_mut() {
@@ -300,20 +314,6 @@ fn run_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<(), redb::Erro
             apply(&mut view, writes)?;
         }
     }
-    txn.commit()?;
-    Ok(())
-}
-
-fn apply(
-    txn: &mut dyn Write,
-    writes: Vec<(Table, String, Option<Vec<u8>>)>,
-) -> Result<(), redb::Error> {
-    for (table, key, value) in writes {
-        let done = match value {
-            Some(value) => txn.put(table, &key, value),
-            None => txn.remove(table, &key),
-        };
-        done.map_err(|e| redb::Error::Io(std::io::Error::other(e.to_string())))?;
-    }
+    txn.commit().map_err(StoreError::unavailable)?;
     Ok(())
 }

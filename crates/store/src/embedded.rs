@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use baton_policy::{ContactState, HealthReport, LearningConfig, Outcome, OutcomeWindow, UnixMs};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::batch::{Batching, Staged, Writer};
+use crate::batch::{self, Batching, Staged, Writer};
 use crate::tables::{self, Read, Table, Write};
 use crate::{
     Acknowledged, Commit, ContactLock, Loaded, LocalLocks, OutcomeRecorded, RouteKey, Store,
@@ -158,9 +158,15 @@ impl Write for RedbWrite<'_> {
 #[derive(Default)]
 struct Maps([BTreeMap<String, Vec<u8>>; Table::ALL.len()]);
 
-impl Maps {
-    fn table(&mut self, table: Table) -> &mut BTreeMap<String, Vec<u8>> {
-        &mut self.0[table as usize]
+impl Write for Maps {
+    fn put(&mut self, table: Table, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.0[table as usize].insert(key.to_owned(), value);
+        Ok(())
+    }
+
+    fn remove(&mut self, table: Table, key: &str) -> Result<(), StoreError> {
+        self.0[table as usize].remove(key);
+        Ok(())
     }
 }
 
@@ -239,12 +245,6 @@ impl Default for EmbeddedOptions {
 /// Expiry-index entries handled in one write.
 const PURGE_SLICE: usize = 512;
 
-fn now_ms() -> UnixMs {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 impl EmbeddedStore {
     /// The store's clock and retention, for a write about to be queued.
     fn keep(&self) -> tables::Keep {
@@ -283,7 +283,7 @@ impl EmbeddedStore {
             backend: Backend::File { db, writer },
             locks: LocalLocks::default(),
             retention: options.retention,
-            clock: Arc::new(now_ms),
+            clock: Arc::new(crate::now_ms),
         };
         let keep = store.keep();
         let indexed = store.write_now(move |w| tables::index_untracked(w, keep))?;
@@ -316,7 +316,7 @@ impl EmbeddedStore {
             backend: Backend::Memory(Arc::default()),
             locks: LocalLocks::default(),
             retention: options.retention,
-            clock: Arc::new(now_ms),
+            clock: Arc::new(crate::now_ms),
         }
     }
 
@@ -385,12 +385,7 @@ impl EmbeddedStore {
                     let out = f(&mut staged)?;
                     (out, staged.into_writes())
                 };
-                for (table, key, value) in writes {
-                    match value {
-                        Some(v) => maps.table(table).insert(key, v),
-                        None => maps.table(table).remove(&key),
-                    };
-                }
+                batch::apply(&mut *maps, writes)?;
                 drop(hold);
                 Ok(out)
             }
@@ -427,16 +422,7 @@ impl Store for EmbeddedStore {
             tables::commit(&mut staged, &commit, keep)?;
             staged.into_writes()
         };
-        self.write(Some(lock), move |w| {
-            for (table, key, value) in rows {
-                match value {
-                    Some(value) => w.put(table, &key, value)?,
-                    None => w.remove(table, &key)?,
-                }
-            }
-            Ok(())
-        })
-        .await
+        self.write(Some(lock), move |w| batch::apply(w, rows)).await
     }
 
     async fn contact(&self, contact_id: &str) -> Result<Option<ContactState>, StoreError> {

@@ -31,6 +31,13 @@ pub use etcd::{EtcdOptions, EtcdStore};
 pub use file::{CheckReport, Integrity, check};
 pub use locks::{ContactLock, LocalLocks};
 
+/// The system clock in Unix milliseconds, for what a store stamps itself.
+pub(crate) fn now_ms() -> UnixMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, baton_policy::ms)
+}
+
 /// A route and the pattern that triggered it: the key learning is kept under.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RouteKey {

@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tracing::{Instrument, info, info_span};
 
+use crate::now_ms;
 use crate::{
     Acknowledged, Commit, ContactLock, Loaded, OutcomeRecorded, RouteKey, Store, StoreError,
     StoreEvent, acknowledge_entry, outcome_entry,
@@ -199,12 +200,6 @@ fn first_kv(resp: &TxnOpResponse) -> Option<&etcd_client::KeyValue> {
         TxnOpResponse::Get(get) => get.kvs().first(),
         _ => None,
     }
-}
-
-fn now_ms() -> UnixMs {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl EtcdStore {
