@@ -813,6 +813,11 @@ mod tests {
                 "above zero",
             ),
             (
+                "[learning]\nmax_patterns_per_route = 0\n",
+                "learning.max_patterns_per_route",
+                "not in 1..=1000000",
+            ),
+            (
                 "[limits]\ncontext_bytes = 0\n",
                 "limits.context_bytes",
                 "above zero",
