@@ -8,13 +8,13 @@
 //! model file, so a model always sees features made the way it was trained.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use rust_stemmers::{Algorithm, Stemmer};
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
 
-use crate::text::{normalize, split};
+use crate::text::{Span, clauses, normalize, scan};
 
 /// How a message is turned into features; stored in the model file.
 #[derive(Debug, Clone, PartialEq)]
@@ -179,15 +179,14 @@ impl std::hash::Hasher for Fnv {
     }
 }
 
-type FastSet<T> = HashSet<T, std::hash::BuildHasherDefault<Fnv>>;
 type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
 
 /// Makes [`Features`] from text; built once from a [`FeatureSpec`].
 pub struct Featurizer {
     spec: FeatureSpec,
-    negations: FastSet<String>,
-    es_words: FastSet<&'static str>,
-    en_words: FastSet<&'static str>,
+    /// What a folded word tells: [`ES`], [`EN`], [`NEGATION`] (one lookup
+    /// per word for all three).
+    lexicon: FastMap<Box<str>, u8>,
     en: Stemmer,
     es: Stemmer,
     /// Known stems per language (index `Lang as usize`): a lookup instead
@@ -209,19 +208,35 @@ const WORD: u8 = 1;
 const BIGRAM: u8 = 2;
 const CHARS: u8 = 3;
 
+/// The longest char n-gram [`Featurizer::ascii_char_grams`] makes (a model
+/// file allows no longer ones).
+const FAST_GRAMS: usize = 8;
+
+// What a word of the lexicon tells.
+const ES: u8 = 1;
+const EN: u8 = 2;
+const NEGATION: u8 = 4;
+
 impl Featurizer {
     pub fn new(spec: FeatureSpec) -> Self {
-        let negations = spec
-            .negations
-            .iter()
-            .map(|w| fold(w).into_owned())
-            .collect();
+        let mut lexicon: FastMap<Box<str>, u8> = FastMap::default();
+        let negations = spec.negations.iter().map(|w| fold(w).into_owned());
+        for (words, flag) in [
+            (
+                ES_WORDS.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>(),
+                ES,
+            ),
+            (EN_WORDS.iter().map(|w| (*w).to_owned()).collect(), EN),
+            (negations.collect(), NEGATION),
+        ] {
+            for w in words {
+                *lexicon.entry(w.into_boxed_str()).or_default() |= flag;
+            }
+        }
         Self {
             mask: (1u64 << spec.bits) - 1,
             spec,
-            negations,
-            es_words: ES_WORDS.iter().copied().collect(),
-            en_words: EN_WORDS.iter().copied().collect(),
+            lexicon,
             en: Stemmer::create(Algorithm::English),
             es: Stemmer::create(Algorithm::Spanish),
             known: [FastMap::default(), FastMap::default()],
@@ -270,9 +285,27 @@ impl Featurizer {
 
     /// The shaped words of a normalised text and their clauses, borrowed from it.
     fn word_slices<'t>(&self, text: &'t str) -> Vec<(&'t str, u32)> {
-        split(text, &self.spec.clause_breaks, self.max_words())
+        self.shaped(text, &scan(text))
+    }
+
+    /// The shaped words of `text` as split at this featurizer's clause words.
+    fn shaped<'t>(&self, text: &'t str, scanned: &[Span]) -> Vec<(&'t str, u32)> {
+        clauses(text, scanned, &self.spec.clause_breaks, self.max_words())
             .into_iter()
             .map(|(s, e, c)| (shape(&text[s..e]), c))
+            .collect()
+    }
+
+    /// What the lexicon knows of each word.
+    fn lexicon_flags<W: AsRef<str>>(&self, words: &[(W, u32)]) -> Vec<u8> {
+        words
+            .iter()
+            .map(|(w, _)| {
+                self.lexicon
+                    .get(fold(w.as_ref()).as_ref())
+                    .copied()
+                    .unwrap_or(0)
+            })
             .collect()
     }
 
@@ -284,17 +317,7 @@ impl Featurizer {
     /// Guesses English or Spanish from function words, and from the marks
     /// only Spanish uses (ñ, ¿, ¡, accents) in `message`; English on a draw.
     pub fn language<W: AsRef<str>>(&self, message: &str, words: &[(W, u32)]) -> Lang {
-        let (mut es, mut en) = (0, 0);
-        for (w, _) in words {
-            let w = fold(w.as_ref());
-            es += usize::from(self.es_words.contains(w.as_ref()));
-            en += usize::from(self.en_words.contains(w.as_ref()));
-        }
-        if !message.is_ascii() && message.chars().any(|c| "ñÑ¿¡áéíóúÁÉÍÓÚ".contains(c))
-        {
-            es += 2;
-        }
-        if es > en { Lang::Es } else { Lang::En }
+        language_of(message, &self.lexicon_flags(words))
     }
 
     /// The folded stem of `word`.
@@ -323,10 +346,14 @@ impl Featurizer {
     /// Which words a negation governs: the `negation_window` words after a
     /// negation word, within its clause. The negation word itself is not.
     pub fn negated<W: AsRef<str>>(&self, words: &[(W, u32)]) -> Vec<bool> {
+        self.negated_by(words, &self.lexicon_flags(words))
+    }
+
+    fn negated_by<W>(&self, words: &[(W, u32)], flags: &[u8]) -> Vec<bool> {
         let mut out = vec![false; words.len()];
         let window = usize::from(self.spec.negation_window);
-        for (i, (w, clause)) in words.iter().enumerate() {
-            if !self.negations.contains(fold(w.as_ref()).as_ref()) {
+        for (i, (_, clause)) in words.iter().enumerate() {
+            if flags[i] & NEGATION == 0 {
                 continue;
             }
             for j in i + 1..(i + 1 + window).min(words.len()) {
@@ -348,9 +375,16 @@ impl Featurizer {
     /// Every feature of a text normalised by [`normalize`] (which the
     /// router's phrase rules share, so a message is normalised once).
     pub fn features_normalized(&self, text: &str) -> Features {
-        let words = self.word_slices(text);
-        let lang = self.language(text, &words);
-        let negated = self.negated(&words);
+        self.features_scanned(text, &scan(text))
+    }
+
+    /// Every feature of a normalised text whose words [`scan`] found
+    /// already (the phrase rules scan it too).
+    pub fn features_scanned(&self, text: &str, scanned: &[Span]) -> Features {
+        let words = self.shaped(text, scanned);
+        let flags = self.lexicon_flags(&words);
+        let lang = language_of(text, &flags);
+        let negated = self.negated_by(&words, &flags);
         let mut f = Features {
             buckets: Vec::with_capacity(words.len() * 12),
             words: Vec::with_capacity(words.len()),
@@ -394,24 +428,8 @@ impl Featurizer {
         if lo == 0 {
             return;
         }
-        if word.is_ascii() {
-            // The padded word "<word>" read in place: no allocation.
-            let w = word.as_bytes();
-            let len = w.len() + 2;
-            let at = |i: usize| match i {
-                0 => b'<',
-                i if i == len - 1 => b'>',
-                i => w[i - 1],
-            };
-            for n in lo..=hi.min(len) {
-                for s in 0..=len - n {
-                    let mut h = self.start(CHARS, neg);
-                    for i in s..s + n {
-                        h = eat(h, at(i));
-                    }
-                    out.push(self.fold_hash(h));
-                }
-            }
+        if word.is_ascii() && hi <= FAST_GRAMS {
+            self.ascii_char_grams(word.as_bytes(), lo, hi, neg, out);
             return;
         }
         let mut padded = String::with_capacity(word.len() + 2);
@@ -428,6 +446,48 @@ impl Featurizer {
             for s in 0..=chars - n {
                 let gram = &padded.as_bytes()[bounds[s]..bounds[s + n]];
                 out.push(self.bucket(CHARS, neg, &[gram]));
+            }
+        }
+    }
+
+    /// The char n-grams of an ASCII word, in the order of the general case
+    /// (every 3-gram, then every 4-gram, ...), hashed in one pass: FNV reads
+    /// left to right, so a gram's hash is its prefix's hash and one byte more.
+    fn ascii_char_grams(&self, word: &[u8], lo: usize, hi: usize, neg: bool, out: &mut Vec<u32>) {
+        // The padded word "<word>".
+        let mut small = [0u8; 64];
+        let long;
+        let padded: &[u8] = if word.len() + 2 <= small.len() {
+            small[0] = b'<';
+            small[1..=word.len()].copy_from_slice(word);
+            small[word.len() + 1] = b'>';
+            &small[..word.len() + 2]
+        } else {
+            long = [b"<", word, b">"].concat();
+            &long
+        };
+        let len = padded.len();
+        let top = hi.min(len);
+        if lo > top {
+            return;
+        }
+        // Where the grams of each length start in `out`.
+        let mut at = [0usize; FAST_GRAMS + 1];
+        let mut next = out.len();
+        for (n, start) in at.iter_mut().enumerate().take(top + 1).skip(lo) {
+            *start = next;
+            next += len - n + 1;
+        }
+        out.resize(next, 0);
+        let seed = self.start(CHARS, neg);
+        for s in 0..=len - lo {
+            let mut h = seed;
+            for (i, &b) in padded[s..len.min(s + top)].iter().enumerate() {
+                h = eat(h, b);
+                let n = i + 1;
+                if n >= lo {
+                    out[at[n] + s] = self.fold_hash(h);
+                }
             }
         }
     }
@@ -449,6 +509,19 @@ impl Featurizer {
 
     fn fold_hash(&self, h: u64) -> u32 {
         ((h ^ (h >> 29)) & self.mask) as u32
+    }
+}
+
+/// English or Spanish from the lexicon flags of a message's words, and
+/// from the marks only Spanish uses; English on a draw.
+fn language_of(message: &str, flags: &[u8]) -> Lang {
+    let es = flags.iter().filter(|f| *f & ES != 0).count();
+    let en = flags.iter().filter(|f| *f & EN != 0).count();
+    let marks = !message.is_ascii() && message.chars().any(|c| "ñÑ¿¡áéíóúÁÉÍÓÚ".contains(c));
+    if es + 2 * usize::from(marks) > en {
+        Lang::Es
+    } else {
+        Lang::En
     }
 }
 

@@ -54,10 +54,72 @@ pub struct Class {
 pub struct IntentModel {
     featurizer: Featurizer,
     classes: Vec<Class>,
-    /// Dense weights, `bucket * classes + class`.
-    weights: Vec<f32>,
+    weights: Weights,
     entries: usize,
     digest: u64,
+}
+
+/// The weights of the buckets that have any, found by rank in a bitmap.
+/// A model weighs a few percent of its buckets: the bitmap and its ranks
+/// (2^18 buckets: 64 KiB) stay in cache where a dense table of
+/// 2^bits × classes floats would not.
+#[derive(Debug)]
+struct Weights {
+    classes: usize,
+    /// One block per 64 buckets.
+    blocks: Vec<Block>,
+    /// One row of `classes` weights per weighted bucket, in bucket order.
+    rows: Vec<f32>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Block {
+    /// Which of the block's buckets have a row.
+    present: u64,
+    /// Rows before the block's first bucket.
+    rank: u32,
+}
+
+impl Weights {
+    /// `entries` must be in bucket order and below `2^bits`.
+    fn new(bits: u8, classes: usize, entries: &[(u32, Vec<f32>)]) -> Self {
+        let mut blocks = vec![Block::default(); (1usize << bits).div_ceil(64)];
+        let mut rows = Vec::with_capacity(entries.len() * classes);
+        for (bucket, w) in entries {
+            blocks[*bucket as usize / 64].present |= 1 << (bucket % 64);
+            rows.extend_from_slice(w);
+        }
+        let mut rank = 0u32;
+        for block in &mut blocks {
+            block.rank = rank;
+            rank += block.present.count_ones();
+        }
+        Self {
+            classes,
+            blocks,
+            rows,
+        }
+    }
+
+    fn row(&self, bucket: u32) -> Option<&[f32]> {
+        let (block, bit) = (bucket as usize / 64, bucket % 64);
+        let b = self.blocks.get(block)?;
+        if b.present >> bit & 1 == 0 {
+            return None;
+        }
+        let r = b.rank as usize + (b.present & ((1u64 << bit) - 1)).count_ones() as usize;
+        Some(&self.rows[r * self.classes..(r + 1) * self.classes])
+    }
+
+    /// (bucket, row) of every weighted bucket, in bucket order.
+    fn iter(&self) -> impl Iterator<Item = (u32, &[f32])> {
+        let buckets = self.blocks.iter().enumerate().flat_map(|(i, b)| {
+            (0..64u32)
+                .filter(move |bit| b.present >> bit & 1 == 1)
+                .map(move |bit| i as u32 * 64 + bit)
+        });
+        buckets.zip(self.rows.chunks_exact(self.classes))
+    }
 }
 
 /// The model built into the binary, trained on `data/intents/train.jsonl`.
@@ -100,7 +162,6 @@ impl IntentModel {
         }
         let k = classes.len();
         let size = 1usize << spec.bits;
-        let mut weights = vec![0.0f32; size * k];
         let mut last: Option<u32> = None;
         for (bucket, w) in &entries {
             if (*bucket as usize) >= size {
@@ -113,13 +174,11 @@ impl IntentModel {
             if w.len() != k || !w.iter().all(|v| v.is_finite()) {
                 return invalid(format!("bucket {bucket} has bad weights"));
             }
-            let at = *bucket as usize * k;
-            weights[at..at + k].copy_from_slice(w);
         }
         Ok(Self {
+            weights: Weights::new(spec.bits, k, &entries),
             featurizer: Featurizer::new(spec),
             classes,
-            weights,
             entries: entries.len(),
             digest,
         })
@@ -163,9 +222,10 @@ impl IntentModel {
         let k = self.classes.len();
         let mut z = vec![0.0f32; k];
         for &b in &features.buckets {
-            let at = b as usize * k;
-            for (zi, w) in z.iter_mut().zip(&self.weights[at..at + k]) {
-                *zi += w;
+            if let Some(row) = self.weights.row(b) {
+                for (zi, w) in z.iter_mut().zip(row) {
+                    *zi += w;
+                }
             }
         }
         self.classes
@@ -181,10 +241,9 @@ impl IntentModel {
     /// The plain word of the message that pushes hardest towards `class`:
     /// what a decision's pattern names, so learning can tell causes apart.
     pub fn strongest<'f>(&self, features: &'f Features, class: usize) -> Option<&'f str> {
-        let k = self.classes.len();
         features
             .words()
-            .map(|(b, w)| (self.weights[b as usize * k + class], w))
+            .map(|(b, w)| (self.weights.row(b).map_or(0.0, |r| r[class]), w))
             .filter(|(weight, _)| *weight > 0.0)
             .max_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(_, w)| w)
@@ -212,12 +271,10 @@ impl IntentModel {
             }
         }
         out.extend_from_slice(&(self.entries as u32).to_le_bytes());
-        for (b, w) in self.weights.chunks_exact(k).enumerate() {
-            if w.iter().any(|v| *v != 0.0) {
-                out.extend_from_slice(&(b as u32).to_le_bytes());
-                for v in w {
-                    out.extend_from_slice(&v.to_le_bytes());
-                }
+        for (b, w) in self.weights.iter() {
+            out.extend_from_slice(&b.to_le_bytes());
+            for v in w {
+                out.extend_from_slice(&v.to_le_bytes());
             }
         }
         let stems: Vec<(Lang, &str, &str)> = [Lang::En, Lang::Es]

@@ -237,10 +237,10 @@ impl Policy {
             })
             .collect();
         let mut escalation: Option<String> = found.human.map(str::to_owned);
-        let features = self
-            .model
-            .as_ref()
-            .map(|m| m.featurizer().features_normalized(tokens.text()));
+        let features = self.model.as_ref().map(|m| {
+            m.featurizer()
+                .features_scanned(tokens.text(), tokens.scanned())
+        });
         if let (Some(model), Some(features)) = (&self.model, &features) {
             let probs = model.predict(features);
             let mut strongest_escalation: Option<(f64, usize)> = None;

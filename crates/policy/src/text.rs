@@ -8,15 +8,31 @@ use unicode_normalization::UnicodeNormalization;
 #[derive(Debug, Default)]
 pub struct Tokens {
     text: String,
+    /// Every word of `text`, before clause words are taken out (see [`scan`]).
+    scanned: Vec<Span>,
     /// Byte range of each word in `text`, and the clause it belongs to.
-    words: Vec<(usize, usize, u32)>,
+    words: Vec<Span>,
 }
+
+/// A word's byte range in its text, and a clause number.
+pub type Span = (usize, usize, u32);
 
 impl Tokens {
     /// Splits an already normalised text (see [`normalize`]).
     pub fn split(text: String, clause_breaks: &[String], max_words: usize) -> Self {
-        let words = split(&text, clause_breaks, max_words);
-        Self { text, words }
+        let scanned = scan(&text);
+        let words = clauses(&text, &scanned, clause_breaks, max_words);
+        Self {
+            text,
+            scanned,
+            words,
+        }
+    }
+
+    /// Every word of the text as [`scan`] found it, for a reader that
+    /// splits clauses at other words (see [`clauses`]).
+    pub fn scanned(&self) -> &[Span] {
+        &self.scanned
     }
 
     /// The normalised text.
@@ -86,54 +102,92 @@ pub fn normalize(message: &str, max_words: usize) -> String {
 }
 
 /// The byte range and clause of each of the first `max_words` words of a
-/// normalised `text`.
-pub fn split(text: &str, clause_breaks: &[String], max_words: usize) -> Vec<(usize, usize, u32)> {
-    let mut words = Vec::with_capacity((text.len() / 4 + 1).min(max_words));
+/// normalised `text`, clause words taken out.
+pub fn split(text: &str, clause_breaks: &[String], max_words: usize) -> Vec<Span> {
+    clauses(text, &scan(text), clause_breaks, max_words)
+}
+
+/// Every word of a normalised `text` (bounded by [`normalize`]), numbered
+/// by the clause punctuation before it. One scan serves readers that split
+/// clauses at different words.
+pub fn scan(text: &str) -> Vec<Span> {
+    let mut words = Vec::with_capacity(text.len() / 5 + 1);
     let mut clause = 0u32;
     let mut start: Option<usize> = None;
-    let mut chars = text.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        if words.len() >= max_words {
-            start = None;
-            break;
+    if text.is_ascii() {
+        // The same rules over bytes: an ASCII char is alphanumeric exactly
+        // when its byte is.
+        let bytes = text.as_bytes();
+        for (i, &b) in bytes.iter().enumerate() {
+            let in_word = b.is_ascii_alphanumeric()
+                || (b == b'\''
+                    && start.is_some()
+                    && bytes.get(i + 1).is_some_and(u8::is_ascii_alphanumeric));
+            if in_word {
+                start.get_or_insert(i);
+                continue;
+            }
+            if let Some(s) = start.take() {
+                words.push((s, i, clause));
+            }
+            if is_clause_mark(char::from(b)) {
+                clause += 1;
+            }
         }
-        // An apostrophe belongs to a word only between two letters (what's, don't).
-        let in_word = c.is_alphanumeric()
-            || (c == '\''
-                && start.is_some()
-                && chars.peek().is_some_and(|&(_, n)| n.is_alphanumeric()));
-        if in_word {
-            start.get_or_insert(i);
-            continue;
-        }
-        if let Some(s) = start.take() {
-            push_word(text, &mut words, &mut clause, s, i, clause_breaks);
-        }
-        if matches!(c, '.' | ',' | ';' | ':' | '!' | '?' | '\n' | '(' | ')') {
-            clause += 1;
+    } else {
+        let mut chars = text.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            // An apostrophe belongs to a word only between two letters (what's, don't).
+            let in_word = c.is_alphanumeric()
+                || (c == '\''
+                    && start.is_some()
+                    && chars.peek().is_some_and(|&(_, n)| n.is_alphanumeric()));
+            if in_word {
+                start.get_or_insert(i);
+                continue;
+            }
+            if let Some(s) = start.take() {
+                words.push((s, i, clause));
+            }
+            if is_clause_mark(c) {
+                clause += 1;
+            }
         }
     }
-    if let Some(s) = start.take()
-        && words.len() < max_words
-    {
-        push_word(text, &mut words, &mut clause, s, text.len(), clause_breaks);
+    if let Some(s) = start {
+        words.push((s, text.len(), clause));
     }
     words
 }
 
-fn push_word(
+fn is_clause_mark(c: char) -> bool {
+    matches!(c, '.' | ',' | ';' | ':' | '!' | '?' | '\n' | '(' | ')')
+}
+
+/// The first `max_words` words of `scanned` that are not `clause_breaks`;
+/// each clause word starts a new clause, as punctuation does.
+pub fn clauses(
     text: &str,
-    words: &mut Vec<(usize, usize, u32)>,
-    clause: &mut u32,
-    start: usize,
-    end: usize,
+    scanned: &[Span],
     clause_breaks: &[String],
-) {
-    if clause_breaks.iter().any(|w| w == &text[start..end]) {
-        *clause += 1;
-        return;
+    max_words: usize,
+) -> Vec<Span> {
+    let mut words = Vec::with_capacity(scanned.len().min(max_words));
+    let mut breaks = 0u32;
+    for &(start, end, clause) in scanned {
+        if words.len() >= max_words {
+            break;
+        }
+        let word = &text[start..end];
+        if clause_breaks.iter().any(|b| {
+            b.len() == word.len() && b.as_bytes().first() == word.as_bytes().first() && b == word
+        }) {
+            breaks += 1;
+            continue;
+        }
+        words.push((start, end, clause + breaks));
     }
-    words.push((start, end, *clause));
+    words
 }
 
 /// One word of a pattern: exact, or a prefix when written with a trailing `*`.
@@ -204,6 +258,20 @@ mod tests {
             words(&t),
             vec![("not", 0), ("selling", 0), ("buying", 2), ("ok", 3)]
         );
+    }
+
+    #[test]
+    fn ascii_and_unicode_texts_split_alike() {
+        let breaks = vec!["but".to_owned()];
+        let ascii = "don't sell, but 'buy' it's ok... 'tis x'";
+        let unicode = format!("{ascii} é");
+        let a = split(ascii, &breaks, 100);
+        let u = split(&unicode, &breaks, 100);
+        assert_eq!(a.len(), 7);
+        assert_eq!(u[..a.len()], a[..]);
+        assert_eq!(u.len(), a.len() + 1);
+        // Clause words are not counted against max_words.
+        assert_eq!(split(ascii, &breaks, 3), a[..3]);
     }
 
     #[test]
