@@ -668,6 +668,11 @@ fn run_stamp() -> String {
     format!("{nanos}-{}", std::process::id())
 }
 
+/// The router binary's allocator, so the in-process routers (and the echo
+/// floor beside them) allocate as the router does in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();

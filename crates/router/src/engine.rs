@@ -212,19 +212,31 @@ impl Engine {
             Some(assessment)
         };
         let span = self.decision_span(&req);
-        async move {
-            let decided = self.locked(&req, assessment).await?;
-            let v = &decided.verdict;
-            record(&tracing::Span::current(), v);
-            info!(reason = %v.reason, replayed = decided.replayed, "decided");
-            // A replay was counted and pushed when it was first decided.
-            if !decided.replayed {
-                self.finish(&req, v, started);
-            }
-            Ok(decided)
-        }
-        .instrument(span)
+        // Boxed: the locked path's state (the store's futures, kilobytes)
+        // would otherwise be part of every call's future, stays included,
+        // and be copied each time a layer moves it.
+        Box::pin(
+            self.decide_locked(req, assessment, started)
+                .instrument(span),
+        )
         .await
+    }
+
+    async fn decide_locked(
+        &self,
+        req: HandoffRequest,
+        assessment: Option<Assessment>,
+        started: std::time::Instant,
+    ) -> Result<Decided, EngineError> {
+        let decided = self.locked(&req, assessment).await?;
+        let v = &decided.verdict;
+        record(&tracing::Span::current(), v);
+        info!(reason = %v.reason, replayed = decided.replayed, "decided");
+        // A replay was counted and pushed when it was first decided.
+        if !decided.replayed {
+            self.finish(&req, v, started);
+        }
+        Ok(decided)
     }
 
     /// The common path, from memory alone: one span per `stay_span_every`

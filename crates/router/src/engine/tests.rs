@@ -1011,3 +1011,15 @@ async fn reported(engine: &Arc<Engine>, report: HealthReport) {
     let ix = engine.policy().bot_ix(&report.bot).unwrap();
     engine.report_health(ix, report).await.unwrap();
 }
+
+/// Every call's future holds the decision's, stays included, and tower
+/// layers move it: the locked path's kilobytes of store futures are boxed
+/// apart (they were 10 KB inline).
+#[tokio::test]
+async fn a_decisions_future_stays_small() {
+    let (engine, _) = engine().await;
+    let req = request(&engine, "c", "lead", "hello");
+    let decision = engine.decide(req);
+    let size = std::mem::size_of_val(&decision);
+    assert!(size <= 2048, "the decide future is {size} bytes");
+}

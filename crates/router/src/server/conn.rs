@@ -286,6 +286,16 @@ impl Guarded {
         // the deadline forward (the idle limit is shorter than the
         // handshake one, say). A later deadline waits for the timer.
         self.state.register(cx.waker());
+        // A call is open: the connection cannot expire before it closes,
+        // which wakes this task. The armed timer keeps this task's waker
+        // from its last poll, so only the clock would be read, per read or
+        // write of every call.
+        if self.stopped_at.is_none()
+            && self.state.open.load(Ordering::Acquire) > 0
+            && !self.check.is_elapsed()
+        {
+            return false;
+        }
         loop {
             let now = Instant::now();
             let Some(at) = self.state.next_check(now, self.limits, self.stopped_at) else {
