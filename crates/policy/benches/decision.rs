@@ -17,6 +17,10 @@ use baton_policy::{
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 
+/// The router binary's allocator: the decision allocates as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const STAY: &str = "Thanks so much for the info, I will check with my wife tonight.";
 const SELL: &str = "I need to sell my house, what\u{2019}s my home worth?";
 

@@ -146,7 +146,13 @@ const EN_WORDS: &[&str] = &[
 #[derive(Debug, Default, Clone)]
 pub struct Features {
     pub buckets: Vec<u32>,
-    /// `1 / sqrt(buckets.len())`: every message's vector has unit-ish length.
+    /// The summed weight rows of char n-grams a model scored ahead (see
+    /// [`GramSums`]), one per class; empty when none were.
+    pub summed: Vec<f32>,
+    /// How many buckets `summed` stands for.
+    pub summed_count: usize,
+    /// `1 / sqrt(buckets)`, every bucket counted (`summed_count` too):
+    /// every message's vector has unit-ish length.
     pub value: f32,
     /// (bucket, start, end in `stems`) of each un-negated word unigram.
     words: Vec<(u32, u32, u32)>,
@@ -160,6 +166,40 @@ impl Features {
         self.words
             .iter()
             .map(|&(b, s, e)| (b, &self.stems[s as usize..e as usize]))
+    }
+}
+
+/// The char n-grams of the words a model was trained on, scored ahead:
+/// per word, how many grams it has and the sums of their weight rows,
+/// plain then negated. Scoring a known word then costs one lookup instead of
+/// hashing and looking up each of its grams.
+#[derive(Debug, Default)]
+pub struct GramSums {
+    classes: usize,
+    words: FastMap<Box<str>, (u32, Box<[f32]>)>,
+}
+
+impl GramSums {
+    pub fn new(classes: usize) -> Self {
+        Self {
+            classes,
+            words: FastMap::default(),
+        }
+    }
+
+    /// Records `word`'s gram count and its sums (`classes` plain, then
+    /// `classes` negated).
+    pub fn insert(&mut self, word: &str, count: u32, sums: Box<[f32]>) {
+        debug_assert_eq!(sums.len(), 2 * self.classes);
+        self.words.insert(word.into(), (count, sums));
+    }
+
+    pub fn len(&self) -> usize {
+        self.words.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
     }
 }
 
@@ -192,6 +232,8 @@ pub struct Featurizer {
     /// Known stems per language (index `Lang as usize`): a lookup instead
     /// of a Snowball run for the words a model was trained on.
     known: [FastMap<Box<str>, Box<str>>; 2],
+    /// Char n-grams scored ahead by the model this featurizer serves.
+    gram_sums: Option<GramSums>,
     mask: u64,
 }
 
@@ -240,6 +282,7 @@ impl Featurizer {
             en: Stemmer::create(Algorithm::English),
             es: Stemmer::create(Algorithm::Spanish),
             known: [FastMap::default(), FastMap::default()],
+            gram_sums: None,
         }
     }
 
@@ -267,6 +310,34 @@ impl Featurizer {
     /// Remembers a stem as read from a model file.
     pub fn insert_stem(&mut self, lang: Lang, word: &str, stem: &str) {
         self.known[lang as usize].insert(word.into(), stem.into());
+    }
+
+    /// Every word whose stem is remembered, in either language, and the
+    /// lexicon's: the words worth scoring ahead.
+    pub fn vocabulary(&self) -> Vec<&str> {
+        let mut words: Vec<&str> = self
+            .known
+            .iter()
+            .flat_map(|m| m.keys().map(AsRef::as_ref))
+            .chain(self.lexicon.keys().map(AsRef::as_ref))
+            .chain(std::iter::once("#num"))
+            .collect();
+        words.sort_unstable();
+        words.dedup();
+        words
+    }
+
+    /// The char n-gram buckets of a (shaped) word, as a message makes them.
+    pub fn gram_buckets(&self, word: &str, neg: bool) -> Vec<u32> {
+        let mut out = Vec::new();
+        self.char_grams(&fold(word), neg, &mut out);
+        out
+    }
+
+    /// From now on, the char n-grams of the words in `sums` are not made
+    /// into buckets but added as their sums ([`Features::summed`]).
+    pub fn set_gram_sums(&mut self, sums: GramSums) {
+        self.gram_sums = Some(sums);
     }
 
     pub fn spec(&self) -> &FeatureSpec {
@@ -387,6 +458,8 @@ impl Featurizer {
         let negated = self.negated_by(&words, &flags);
         let mut f = Features {
             buckets: Vec::with_capacity(words.len() * 12),
+            summed: Vec::new(),
+            summed_count: 0,
             words: Vec::with_capacity(words.len()),
             stems: String::with_capacity(tokens_len(&words)),
             lang: Some(lang),
@@ -409,13 +482,31 @@ impl Featurizer {
                 f.buckets
                     .push(self.bucket(BIGRAM, neg, &[p.as_bytes(), b" ", stem.as_bytes()]));
             }
-            self.char_grams(&fold(word), neg, &mut f.buckets);
+            match self
+                .gram_sums
+                .as_ref()
+                .and_then(|g| Some((g, g.words.get(word)?)))
+            {
+                Some((g, (count, sums))) => {
+                    let k = g.classes;
+                    let part = if neg { &sums[k..] } else { &sums[..k] };
+                    if f.summed.is_empty() {
+                        f.summed = vec![0.0; k];
+                    }
+                    for (z, w) in f.summed.iter_mut().zip(part) {
+                        *z += w;
+                    }
+                    f.summed_count += *count as usize;
+                }
+                None => self.char_grams(&fold(word), neg, &mut f.buckets),
+            }
             prev = Some((stem, clause));
         }
-        f.value = if f.buckets.is_empty() {
+        let n = f.buckets.len() + f.summed_count;
+        f.value = if n == 0 {
             0.0
         } else {
-            (f.buckets.len() as f32).sqrt().recip()
+            (n as f32).sqrt().recip()
         };
         f
     }

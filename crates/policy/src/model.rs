@@ -19,7 +19,7 @@
 //! The probability of class k is σ(scale_k · (bias_k + v · Σ w_k[b]) + offset_k),
 //! where `scale` and `offset` come from Platt calibration on held-out folds.
 
-use crate::features::{FeatureSpec, Features, Featurizer, Lang};
+use crate::features::{FeatureSpec, Features, Featurizer, GramSums, Lang};
 
 const MAGIC: &[u8; 8] = b"BATONIM\x01";
 
@@ -217,10 +217,38 @@ impl IntentModel {
         self.entries
     }
 
+    /// Scores the char n-grams of every word the model knows ahead, so a
+    /// message's known words cost one lookup each (see [`GramSums`]).
+    pub fn sum_grams(&mut self) {
+        let k = self.classes.len();
+        let mut sums = GramSums::new(k);
+        for word in self.featurizer.vocabulary() {
+            let mut row = vec![0.0f32; 2 * k];
+            let mut count = 0;
+            for (neg, part) in [false, true].into_iter().zip(row.chunks_exact_mut(k)) {
+                let buckets = self.featurizer.gram_buckets(word, neg);
+                count = buckets.len() as u32;
+                for b in buckets {
+                    if let Some(w) = self.weights.row(b) {
+                        for (z, w) in part.iter_mut().zip(w) {
+                            *z += w;
+                        }
+                    }
+                }
+            }
+            sums.insert(word, count, row.into_boxed_slice());
+        }
+        self.featurizer.set_gram_sums(sums);
+    }
+
     /// The calibrated probability of every class, in class order.
     pub fn predict(&self, features: &Features) -> Vec<f64> {
         let k = self.classes.len();
-        let mut z = vec![0.0f32; k];
+        let mut z = if features.summed.len() == k {
+            features.summed.clone()
+        } else {
+            vec![0.0f32; k]
+        };
         for &b in &features.buckets {
             if let Some(row) = self.weights.row(b) {
                 for (zi, w) in z.iter_mut().zip(row) {
@@ -369,6 +397,7 @@ impl IntentModel {
         for (lang, word, stem) in stems {
             model.featurizer.insert_stem(lang, &word, &stem);
         }
+        model.sum_grams();
         Ok(model)
     }
 }
@@ -544,5 +573,37 @@ mod tests {
         let names: Vec<&str> = m.classes().iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, vec!["buyer", "human", "legal", "seller"]);
         assert!(DEFAULT_MODEL.len() <= 5 * 1024 * 1024);
+    }
+
+    #[test]
+    fn words_scored_ahead_score_as_their_grams_do() {
+        let summed = IntentModel::builtin().unwrap();
+        let mut plain = IntentModel::builtin().unwrap();
+        let k = plain.classes().len();
+        plain.featurizer_mut().set_gram_sums(GramSums::new(k));
+        for text in [
+            "I want to sell my house, what\u{2019}s it worth?",
+            "not looking to buy, just curious",
+            "Quiero vender mi casa y comprar una más pequeña",
+            "no quiero vender todavía",
+            "can someone from your office call me",
+            "zxqv unseenword 350000",
+        ] {
+            let a = summed.featurizer().features(text);
+            let b = plain.featurizer().features(text);
+            assert_eq!(a.value, b.value, "{text}");
+            if text.starts_with("zxqv") {
+                // Unknown words keep their char n-grams as buckets.
+                assert!(a.buckets.len() > a.summed_count);
+            } else {
+                assert!(
+                    a.summed_count > 0 && a.buckets.len() < b.buckets.len(),
+                    "{text}"
+                );
+            }
+            for (p, q) in summed.predict(&a).iter().zip(plain.predict(&b)) {
+                assert!((p - q).abs() < 1e-5, "{text}: {p} vs {q}");
+            }
+        }
     }
 }

@@ -115,24 +115,33 @@ pub fn scan(text: &str) -> Vec<Span> {
     let mut clause = 0u32;
     let mut start: Option<usize> = None;
     if text.is_ascii() {
-        // The same rules over bytes: an ASCII char is alphanumeric exactly
-        // when its byte is.
+        // The same rules over bytes (an ASCII char is alphanumeric exactly
+        // when its byte is), a word at a time.
         let bytes = text.as_bytes();
-        for (i, &b) in bytes.iter().enumerate() {
-            let in_word = b.is_ascii_alphanumeric()
-                || (b == b'\''
-                    && start.is_some()
-                    && bytes.get(i + 1).is_some_and(u8::is_ascii_alphanumeric));
-            if in_word {
-                start.get_or_insert(i);
+        let mut i = 0;
+        while i < bytes.len() {
+            if !bytes[i].is_ascii_alphanumeric() {
+                if is_clause_mark(char::from(bytes[i])) {
+                    clause += 1;
+                }
+                i += 1;
                 continue;
             }
-            if let Some(s) = start.take() {
-                words.push((s, i, clause));
+            let begin = i;
+            loop {
+                while i < bytes.len() && bytes[i].is_ascii_alphanumeric() {
+                    i += 1;
+                }
+                // An apostrophe between two letters stays in the word.
+                if bytes.get(i) == Some(&b'\'')
+                    && bytes.get(i + 1).is_some_and(u8::is_ascii_alphanumeric)
+                {
+                    i += 2;
+                    continue;
+                }
+                break;
             }
-            if is_clause_mark(char::from(b)) {
-                clause += 1;
-            }
+            words.push((begin, i, clause));
         }
     } else {
         let mut chars = text.char_indices().peekable();
