@@ -10,6 +10,10 @@ pub const ECHO_CHARS: usize = 64;
 /// characters are invisible or reorder text, so two ids that look the same
 /// in a log or a console would differ. An ordinary space is fine.
 pub fn printable(c: char) -> bool {
+    if c.is_ascii() {
+        // No ASCII code point is format, private-use or a non-character.
+        return !c.is_ascii_control();
+    }
     !(c.is_control()
         || is_format(c)
         || matches!(c, '\u{2028}' | '\u{2029}')

@@ -160,9 +160,24 @@ impl ConnState {
 #[derive(Debug, Default)]
 pub struct Connections {
     by_peer: Mutex<HashMap<SocketAddr, Arc<ConnState>>>,
+    /// When the router began to stop: read by every connection on its
+    /// next check, which [`Connections::stop_all`] brings forward.
+    stopped: std::sync::OnceLock<Instant>,
 }
 
 impl Connections {
+    /// The router is stopping: every connection looks at its deadline now.
+    fn stop_all(&self) {
+        let _ = self.stopped.set(Instant::now());
+        for state in self.lock().values() {
+            state.wake();
+        }
+    }
+
+    fn stopped(&self) -> Option<Instant> {
+        self.stopped.get().copied()
+    }
+
     pub fn get(&self, peer: &SocketAddr) -> Option<Arc<ConnState>> {
         self.lock().get(peer).cloned()
     }
@@ -186,6 +201,12 @@ pub fn accept(
     stop: watch::Receiver<bool>,
 ) -> ReceiverStream<io::Result<Guarded>> {
     let (tx, rx) = mpsc::channel(1);
+    let all = Arc::clone(&connections);
+    let mut stopping = stop;
+    tokio::spawn(async move {
+        crate::stream::stopped(&mut stopping).await;
+        all.stop_all();
+    });
     tokio::spawn(async move {
         let mut errors = 0u64;
         let mut logged: Option<Instant> = None;
@@ -215,7 +236,7 @@ pub fn accept(
             };
             // Small unary calls: Nagle's algorithm would only add latency.
             let _ = socket.set_nodelay(true);
-            let guarded = Guarded::new(socket, peer, &connections, limits, stop.clone());
+            let guarded = Guarded::new(socket, peer, &connections, limits);
             if tx.send(Ok(guarded)).await.is_err() {
                 break;
             }
@@ -244,8 +265,6 @@ pub struct Guarded {
     connections: Arc<Connections>,
     limits: Timeouts,
     check: Pin<Box<Sleep>>,
-    stop: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    stopped_at: Option<Instant>,
 }
 
 impl Guarded {
@@ -254,13 +273,9 @@ impl Guarded {
         peer: SocketAddr,
         connections: &Arc<Connections>,
         limits: Timeouts,
-        mut stop: watch::Receiver<bool>,
     ) -> Self {
         let state = Arc::new(ConnState::new());
         connections.lock().insert(peer, Arc::clone(&state));
-        let stop: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
-            crate::stream::stopped(&mut stop).await;
-        });
         Self {
             socket,
             peer,
@@ -268,29 +283,24 @@ impl Guarded {
             connections: Arc::clone(connections),
             limits,
             check: Box::pin(tokio::time::sleep(limits.handshake)),
-            stop: Some(stop),
-            stopped_at: None,
         }
     }
 
     /// Whether the connection must close now; otherwise the task is woken
     /// at the next moment it might.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        if let Some(stop) = &mut self.stop
-            && stop.as_mut().poll(cx).is_ready()
-        {
-            self.stop = None;
-            self.stopped_at = Some(Instant::now());
-        }
         // Looked at on every wake-up: a call that ended may have brought
         // the deadline forward (the idle limit is shorter than the
-        // handshake one, say). A later deadline waits for the timer.
+        // handshake one, say), and so may the router stopping (both wake
+        // the waker registered here first). A later deadline waits for the
+        // timer.
         self.state.register(cx.waker());
+        let stopped_at = self.connections.stopped();
         // A call is open: the connection cannot expire before it closes,
         // which wakes this task. The armed timer keeps this task's waker
         // from its last poll, so only the clock would be read, per read or
         // write of every call.
-        if self.stopped_at.is_none()
+        if stopped_at.is_none()
             && self.state.open.load(Ordering::Acquire) > 0
             && !self.check.is_elapsed()
         {
@@ -298,8 +308,8 @@ impl Guarded {
         }
         loop {
             let now = Instant::now();
-            let Some(at) = self.state.next_check(now, self.limits, self.stopped_at) else {
-                debug!(peer = %self.peer, stopping = self.stopped_at.is_some(), "closing connection without calls");
+            let Some(at) = self.state.next_check(now, self.limits, stopped_at) else {
+                debug!(peer = %self.peer, stopping = stopped_at.is_some(), "closing connection without calls");
                 return true;
             };
             if at < self.check.deadline() || self.check.is_elapsed() {
