@@ -26,7 +26,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -65,20 +65,34 @@ pub struct ConnState {
     open: AtomicUsize,
     started: AtomicBool,
     last_change: Mutex<Instant>,
-    /// The connection's task, woken when its last call ends so that it
-    /// re-arms its timer for the idle deadline.
+    /// The connection's task, woken when its last call ends and the idle
+    /// deadline comes before its armed timer, or when the router stops.
     waker: Mutex<Option<Waker>>,
+    /// When the connection's timer fires next (it then looks again).
+    armed: Mutex<Instant>,
+    idle: Duration,
+    /// When the router began to stop, shared by every connection.
+    stopping: Arc<OnceLock<Instant>>,
 }
 
 impl ConnState {
-    fn new() -> Self {
+    fn new(limits: Timeouts, stopping: Arc<OnceLock<Instant>>) -> Self {
+        let now = Instant::now();
         Self {
             running: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             started: AtomicBool::new(false),
-            last_change: Mutex::new(Instant::now()),
+            last_change: Mutex::new(now),
             waker: Mutex::new(None),
+            armed: Mutex::new(now + limits.handshake),
+            idle: limits.idle,
+            stopping,
         }
+    }
+
+    /// Notes when the connection's timer fires next.
+    fn arm(&self, at: Instant) {
+        *self.armed.lock().unwrap_or_else(|p| p.into_inner()) = at;
     }
 
     fn wake(&self) {
@@ -94,36 +108,47 @@ impl ConnState {
         }
     }
 
-    fn touch(&self) {
-        *self.last_change.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    fn touch(&self) -> Instant {
+        let now = Instant::now();
+        *self.last_change.lock().unwrap_or_else(|p| p.into_inner()) = now;
+        now
     }
 
     fn last_change(&self) -> Instant {
         *self.last_change.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A call began: its handler runs and its response is open.
+    /// A call began: its handler runs and its response is open. (No clock
+    /// read: while a call is open no deadline counts from the last change.)
     pub fn begin(&self) {
         self.started.store(true, Ordering::Relaxed);
         self.running.fetch_add(1, Ordering::AcqRel);
         self.open.fetch_add(1, Ordering::AcqRel);
-        self.touch();
     }
 
-    /// A call's handler answered (or was dropped).
+    /// A call's handler answered (or was dropped). Only a stopping
+    /// connection's deadline depends on running handlers.
     pub fn answered(&self) {
         let before = self.running.fetch_sub(1, Ordering::AcqRel);
         self.touch();
-        if before == 1 {
+        if before == 1 && self.stopping.get().is_some() {
             self.wake();
         }
     }
 
-    /// A call's response ended (or was dropped).
+    /// A call's response ended (or was dropped). The connection's task is
+    /// woken only when its idle deadline now comes before its armed timer
+    /// (the first call of a connection whose idle limit is shorter than
+    /// its handshake one) or the router is stopping: otherwise the timer
+    /// fires first and the deadline is looked at then. A wake per call
+    /// would poll the whole HTTP/2 connection once more per call.
     pub fn closed(&self) {
         let before = self.open.fetch_sub(1, Ordering::AcqRel);
-        self.touch();
-        if before == 1 {
+        let now = self.touch();
+        if before == 1
+            && (self.stopping.get().is_some()
+                || now + self.idle < *self.armed.lock().unwrap_or_else(|p| p.into_inner()))
+        {
             self.wake();
         }
     }
@@ -162,7 +187,7 @@ pub struct Connections {
     by_peer: Mutex<HashMap<SocketAddr, Arc<ConnState>>>,
     /// When the router began to stop: read by every connection on its
     /// next check, which [`Connections::stop_all`] brings forward.
-    stopped: std::sync::OnceLock<Instant>,
+    stopped: Arc<OnceLock<Instant>>,
 }
 
 impl Connections {
@@ -274,7 +299,7 @@ impl Guarded {
         connections: &Arc<Connections>,
         limits: Timeouts,
     ) -> Self {
-        let state = Arc::new(ConnState::new());
+        let state = Arc::new(ConnState::new(limits, Arc::clone(&connections.stopped)));
         connections.lock().insert(peer, Arc::clone(&state));
         Self {
             socket,
@@ -315,6 +340,7 @@ impl Guarded {
             if at < self.check.deadline() || self.check.is_elapsed() {
                 self.check.as_mut().reset(at);
             }
+            self.state.arm(self.check.deadline());
             if self.check.as_mut().poll(cx).is_pending() {
                 return false;
             }
@@ -415,9 +441,56 @@ mod tests {
     };
     const TICK: Duration = Duration::from_millis(1);
 
+    /// A waker that counts its wakes.
+    struct Wakes(AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_last_call_ending_wakes_the_connection_only_when_its_deadline_comes_sooner() {
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&wakes));
+        let woken = || wakes.0.load(Ordering::SeqCst);
+        let stopping: Arc<OnceLock<Instant>> = Arc::default();
+
+        // Idle limit (10 s) past the armed handshake timer (2 s): the timer
+        // fires first and the deadline is looked at then.
+        let state = ConnState::new(LIMITS, Arc::clone(&stopping));
+        state.register(&waker);
+        state.begin();
+        state.answered();
+        state.closed();
+        assert_eq!(woken(), 0);
+
+        // An idle limit shorter than the handshake one: woken to re-arm.
+        let short = Timeouts {
+            handshake: Duration::from_secs(10),
+            idle: Duration::from_secs(2),
+        };
+        let state = ConnState::new(short, Arc::clone(&stopping));
+        state.register(&waker);
+        state.begin();
+        state.answered();
+        assert_eq!(woken(), 0, "a handler answering matters only when stopping");
+        state.closed();
+        assert_eq!(woken(), 1);
+
+        // Stopping: the last handler answering is enough.
+        let state = ConnState::new(LIMITS, Arc::clone(&stopping));
+        state.register(&waker);
+        state.begin();
+        stopping.set(Instant::now()).unwrap();
+        state.answered();
+        assert_eq!(woken(), 2);
+    }
+
     #[tokio::test]
     async fn a_silent_connection_closes_after_the_handshake_timeout() {
-        let state = ConnState::new();
+        let state = ConnState::new(LIMITS, Arc::default());
         let t0 = state.last_change();
         assert_eq!(
             state.next_check(t0, LIMITS, None),
@@ -428,7 +501,7 @@ mod tests {
 
     #[tokio::test]
     async fn open_calls_hold_a_connection_and_the_idle_clock_starts_at_the_last() {
-        let state = ConnState::new();
+        let state = ConnState::new(LIMITS, Arc::default());
         state.begin();
         let later = state.last_change() + Duration::from_secs(60);
         assert_eq!(
@@ -452,7 +525,7 @@ mod tests {
 
     #[tokio::test]
     async fn after_stop_only_running_handlers_hold_a_connection() {
-        let state = ConnState::new();
+        let state = ConnState::new(LIMITS, Arc::default());
         state.begin();
         state.answered(); // a stream: answered, still open
         let stop = state.last_change() + TICK;
