@@ -186,7 +186,7 @@ pub async fn serve(
     // A SERVER span per call, parent of the decision span, when spans are exported.
     let spans = RpcSpanLayer::new(config.server.otlp_endpoint.is_some());
     let server = builder
-        .layer(layers::CallsLayer::new(Arc::clone(&connections)))
+        .layer(layers::CallsLayer)
         .layer(spans)
         .layer(layers::AuthLayer::new(Arc::clone(&auth)))
         .layer(layers::GuardLayer::new(

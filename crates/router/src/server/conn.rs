@@ -180,8 +180,8 @@ impl ConnState {
     }
 }
 
-/// The live connections by peer address: how the call layer, which sees
-/// requests but not sockets, finds a connection's [`ConnState`].
+/// The live connections by peer address: counted for the logs, and woken
+/// all at once when the router stops.
 #[derive(Debug, Default)]
 pub struct Connections {
     by_peer: Mutex<HashMap<SocketAddr, Arc<ConnState>>>,
@@ -201,10 +201,6 @@ impl Connections {
 
     fn stopped(&self) -> Option<Instant> {
         self.stopped.get().copied()
-    }
-
-    pub fn get(&self, peer: &SocketAddr) -> Option<Arc<ConnState>> {
-        self.lock().get(peer).cloned()
     }
 
     /// How many connections are open.
@@ -367,11 +363,22 @@ impl Drop for Guarded {
     }
 }
 
-impl Connected for Guarded {
-    type ConnectInfo = TcpConnectInfo;
+/// What a [`Guarded`] connection hands each request it carries: its
+/// addresses, and its [`ConnState`] for the call layer to count calls in.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub tcp: TcpConnectInfo,
+    pub state: Arc<ConnState>,
+}
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.socket.connect_info()
+impl Connected for Guarded {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        ConnInfo {
+            tcp: self.socket.connect_info(),
+            state: Arc::clone(&self.state),
+        }
     }
 }
 

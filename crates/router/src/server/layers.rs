@@ -25,9 +25,9 @@ use std::task::{Context, Poll};
 use http_body::{Frame, SizeHint};
 use tonic::codegen::Service;
 use tonic::codegen::http::{Request, Response};
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::transport::server::TlsConnectInfo;
 
-use super::conn::{ConnState, Connections};
+use super::conn::{ConnInfo, ConnState};
 use crate::auth::Auth;
 use crate::error::EngineError;
 
@@ -35,42 +35,33 @@ type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
 /// The peer address tonic put into a request's extensions (plain or TLS).
 fn peer<B>(request: &Request<B>) -> Option<SocketAddr> {
+    conn_info(request).and_then(|i| i.tcp.remote_addr)
+}
+
+/// What the connection a request came on told tonic of itself, with or
+/// without TLS.
+fn conn_info<B>(request: &Request<B>) -> Option<&ConnInfo> {
     let ext = request.extensions();
-    ext.get::<TcpConnectInfo>()
-        .and_then(|i| i.remote_addr)
-        .or_else(|| {
-            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(|i| i.get_ref().remote_addr)
-        })
+    ext.get::<ConnInfo>()
+        .or_else(|| ext.get::<TlsConnectInfo<ConnInfo>>().map(|i| i.get_ref()))
 }
 
-/// Counts each connection's calls in its [`ConnState`].
-#[derive(Clone)]
-pub struct CallsLayer {
-    connections: Arc<Connections>,
-}
-
-impl CallsLayer {
-    pub fn new(connections: Arc<Connections>) -> Self {
-        Self { connections }
-    }
-}
+/// Counts each connection's calls in its [`ConnState`], which the
+/// connection hands every request it carries ([`ConnInfo`]).
+#[derive(Clone, Default)]
+pub struct CallsLayer;
 
 impl<S> tower_layer::Layer<S> for CallsLayer {
     type Service = Calls<S>;
 
     fn layer(&self, inner: S) -> Calls<S> {
-        Calls {
-            inner,
-            connections: Arc::clone(&self.connections),
-        }
+        Calls { inner }
     }
 }
 
 #[derive(Clone)]
 pub struct Calls<S> {
     inner: S,
-    connections: Arc<Connections>,
 }
 
 impl<S, B, ResBody> Service<Request<B>> for Calls<S>
@@ -88,7 +79,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let state = peer(&request).and_then(|p| self.connections.get(&p));
+        let state = conn_info(&request).map(|i| Arc::clone(&i.state));
         let guards = state.map(|s| {
             s.begin();
             (Answered(Arc::clone(&s)), Closed(s))
