@@ -193,14 +193,6 @@ impl GramSums {
         debug_assert_eq!(sums.len(), 2 * self.classes);
         self.words.insert(word.into(), (count, sums));
     }
-
-    pub fn len(&self) -> usize {
-        self.words.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.words.is_empty()
-    }
 }
 
 /// FNV-1a as a `Hasher`: the featurizer's lookups are short words, where

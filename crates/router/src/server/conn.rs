@@ -199,10 +199,6 @@ impl Connections {
         }
     }
 
-    fn stopped(&self) -> Option<Instant> {
-        self.stopped.get().copied()
-    }
-
     /// How many connections are open.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -316,7 +312,7 @@ impl Guarded {
         // the waker registered here first). A later deadline waits for the
         // timer.
         self.state.register(cx.waker());
-        let stopped_at = self.connections.stopped();
+        let stopped_at = self.state.stopping.get().copied();
         // A call is open: the connection cannot expire before it closes,
         // which wakes this task. The armed timer keeps this task's waker
         // from its last poll, so only the clock would be read, per read or
