@@ -2,7 +2,7 @@
 //! reflection (v1 and v1alpha), `grpc.health.v1`, and a graceful drain.
 //!
 //! Connections are accepted and bounded by [`conn`]; the middleware
-//! (call counting, spans, tokens and limits) are tower layers in [`layers`].
+//! (call counting, spans, tokens and limits) is one tower layer in [`layers`].
 
 mod conn;
 mod layers;
@@ -25,7 +25,7 @@ use crate::auth::{Auth, FailureLimit, RateLimit};
 use crate::config::RouterConfig;
 use crate::engine::Engine;
 use crate::handoff::HandoffApi;
-use crate::telemetry::RpcSpanLayer;
+use crate::telemetry::Spans;
 
 /// Opens the configured store: etcd, the embedded file, or memory only.
 pub async fn open_store(config: &RouterConfig) -> anyhow::Result<Arc<dyn Store>> {
@@ -184,12 +184,11 @@ pub async fn serve(
     );
     let mut drained = stop_rx.clone();
     // A SERVER span per call, parent of the decision span, when spans are exported.
-    let spans = RpcSpanLayer::new(config.server.otlp_endpoint.is_some());
+    let spans = Spans::new(config.server.otlp_endpoint.is_some());
     let server = builder
-        .layer(layers::CallsLayer)
-        .layer(spans)
-        .layer(layers::AuthLayer::new(Arc::clone(&auth)))
-        .layer(layers::GuardLayer::new(
+        .layer(layers::FrontLayer::new(
+            Arc::clone(&auth),
+            spans,
             s.max_calls_in_flight,
             s.call_timeout,
         ))

@@ -8,7 +8,7 @@
 //!
 //! - every gRPC call is a SERVER span with the `rpc.*` conventions, joined
 //!   to the caller's trace when the call carries W3C `traceparent` metadata
-//!   ([`RpcSpanLayer`]); the decision span and the store spans are its
+//!   ([`Spans`]); the decision span and the store spans are its
 //!   children;
 //! - the decision span's attributes are Baton's own, under `baton.*`
 //!   (`baton.contact_id`, `baton.source_bot`, `baton.target_bot`,
@@ -53,7 +53,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-pub use rpc::{RpcSpan, RpcSpanLayer, SpanBody};
+pub use rpc::{SpanBody, Spans, traced};
 
 use crate::config::LogFormat;
 use crate::engine::{Engine, now_ms};

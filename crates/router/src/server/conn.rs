@@ -17,7 +17,7 @@
 //!   graceful shutdown waiting for the whole grace period.
 //!
 //! The wrapper sits under TLS, so it sees neither calls nor frames: the
-//! calls are counted by [`super::layers::CallsLayer`] in a [`ConnState`]
+//! calls are counted by [`super::layers::FrontLayer`] in a [`ConnState`]
 //! found through the connection's peer address ([`Connections`]).
 
 use std::collections::HashMap;
@@ -70,6 +70,9 @@ pub struct ConnState {
     waker: Mutex<Option<Waker>>,
     /// When the connection's timer fires next (it then looks again).
     armed: Mutex<Instant>,
+    /// Set when the deadline came before the armed timer: the connection's
+    /// task must look again at its next poll, not wait for the timer.
+    recheck: AtomicBool,
     idle: Duration,
     /// When the router began to stop, shared by every connection.
     stopping: Arc<OnceLock<Instant>>,
@@ -85,6 +88,8 @@ impl ConnState {
             last_change: Mutex::new(now),
             waker: Mutex::new(None),
             armed: Mutex::new(now + limits.handshake),
+            // The first look arms the timer.
+            recheck: AtomicBool::new(true),
             idle: limits.idle,
             stopping,
         }
@@ -127,12 +132,15 @@ impl ConnState {
     }
 
     /// A call's handler answered (or was dropped). Only a stopping
-    /// connection's deadline depends on running handlers.
+    /// connection's deadline depends on running handlers, and on when the
+    /// last one answered; otherwise the response ending counts.
     pub fn answered(&self) {
         let before = self.running.fetch_sub(1, Ordering::AcqRel);
-        self.touch();
-        if before == 1 && self.stopping.get().is_some() {
-            self.wake();
+        if self.stopping.get().is_some() {
+            self.touch();
+            if before == 1 {
+                self.wake();
+            }
         }
     }
 
@@ -149,8 +157,15 @@ impl ConnState {
             && (self.stopping.get().is_some()
                 || now + self.idle < *self.armed.lock().unwrap_or_else(|p| p.into_inner()))
         {
+            self.recheck.store(true, Ordering::Release);
             self.wake();
         }
+    }
+
+    /// Whether the deadline moved before the armed timer since the last
+    /// look (and clears that).
+    fn take_recheck(&self) -> bool {
+        self.recheck.load(Ordering::Acquire) && self.recheck.swap(false, Ordering::AcqRel)
     }
 
     /// When the connection must next be looked at, or `None` when it must
@@ -313,14 +328,11 @@ impl Guarded {
         // timer.
         self.state.register(cx.waker());
         let stopped_at = self.state.stopping.get().copied();
-        // A call is open: the connection cannot expire before it closes,
-        // which wakes this task. The armed timer keeps this task's waker
-        // from its last poll, so only the clock would be read, per read or
-        // write of every call.
-        if stopped_at.is_none()
-            && self.state.open.load(Ordering::Acquire) > 0
-            && !self.check.is_elapsed()
-        {
+        // Nothing to look at before the armed timer fires, unless the
+        // deadline came sooner (a call ended; the router is stopping). The
+        // timer keeps this task's waker from its last poll, so looking
+        // would only read the clock, on every read and write of every call.
+        if stopped_at.is_none() && !self.check.is_elapsed() && !self.state.take_recheck() {
             return false;
         }
         loop {

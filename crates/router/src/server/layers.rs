@@ -1,18 +1,19 @@
-//! The server's middleware as tower layers around tonic's routes, outermost
-//! first:
+//! The server's middleware as one tower layer around tonic's routes,
+//! [`FrontLayer`]. For each call, in this order, it:
 //!
-//! - [`CallsLayer`] counts each connection's calls for the idle, handshake
-//!   and shutdown rules of [`super::conn`];
-//! - the SERVER span ([`crate::telemetry::RpcSpanLayer`]);
-//! - [`AuthLayer`]: the token check, the limit on failed authentications
-//!   per client address and the per-principal call rate, for the Baton
-//!   services (`grpc.health.v1` and reflection stay open, as orchestrators
-//!   and `grpcurl` expect);
-//! - [`GuardLayer`]: load shedding (a router-wide bound on Baton calls in
-//!   flight, beyond which a call is refused at once) and the handler
-//!   timeout (a call not answered in time gets `DEADLINE_EXCEEDED`; a
-//!   decision it cut off still commits or not as a whole).
+//! - counts the call on its connection for the idle, handshake and
+//!   shutdown rules of [`super::conn`];
+//! - opens the SERVER span ([`crate::telemetry::Spans`]);
+//! - checks the token, the limit on failed authentications per client
+//!   address and the per-principal call rate, for the Baton services
+//!   (`grpc.health.v1` and reflection stay open, as orchestrators and
+//!   `grpcurl` expect);
+//! - sheds load (a router-wide bound on Baton calls in flight, beyond which
+//!   a call is refused at once) and bounds the handler's time (a call not
+//!   answered in time gets `DEADLINE_EXCEEDED`; a decision it cut off still
+//!   commits or not as a whole).
 //!
+//! One layer rather than four: each would box its own future per call.
 //! tonic's builder adds the rest as tower layers of its own: the
 //! concurrency limit per connection and HTTP/2's `MAX_CONCURRENT_STREAMS`.
 
@@ -30,6 +31,7 @@ use tonic::transport::server::TlsConnectInfo;
 use super::conn::{ConnInfo, ConnState};
 use crate::auth::Auth;
 use crate::error::EngineError;
+use crate::telemetry::{SpanBody, Spans, traced};
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
@@ -44,60 +46,6 @@ fn conn_info<B>(request: &Request<B>) -> Option<&ConnInfo> {
     let ext = request.extensions();
     ext.get::<ConnInfo>()
         .or_else(|| ext.get::<TlsConnectInfo<ConnInfo>>().map(|i| i.get_ref()))
-}
-
-/// Counts each connection's calls in its [`ConnState`], which the
-/// connection hands every request it carries ([`ConnInfo`]).
-#[derive(Clone, Default)]
-pub struct CallsLayer;
-
-impl<S> tower_layer::Layer<S> for CallsLayer {
-    type Service = Calls<S>;
-
-    fn layer(&self, inner: S) -> Calls<S> {
-        Calls { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct Calls<S> {
-    inner: S,
-}
-
-impl<S, B, ResBody> Service<Request<B>> for Calls<S>
-where
-    S: Service<Request<B>, Response = Response<ResBody>>,
-    S::Future: Send + 'static,
-    ResBody: Send + 'static,
-{
-    type Response = Response<Tracked<ResBody>>;
-    type Error = S::Error;
-    type Future = BoxFuture<Self::Response, S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let state = conn_info(&request).map(|i| Arc::clone(&i.state));
-        let guards = state.map(|s| {
-            s.begin();
-            (Answered(Arc::clone(&s)), Closed(s))
-        });
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let (answered, closed) = match guards {
-                Some((a, c)) => (Some(a), Some(c)),
-                None => (None, None),
-            };
-            let response = call.await;
-            drop(answered);
-            Ok(response?.map(|inner| Tracked {
-                inner,
-                _closed: closed,
-            }))
-        })
-    }
 }
 
 /// Marks the call answered when dropped (also when the call is cancelled).
@@ -153,102 +101,65 @@ fn guarded_path(path: &str) -> bool {
     path.starts_with("/baton.")
 }
 
-/// The token check as a layer: puts the [`crate::auth::Caller`] into the
-/// request, or answers the refusal itself.
-#[derive(Clone)]
-pub struct AuthLayer {
-    auth: Arc<Auth>,
-}
-
-impl AuthLayer {
-    pub fn new(auth: Arc<Auth>) -> Self {
-        Self { auth }
-    }
-}
-
-impl<S> tower_layer::Layer<S> for AuthLayer {
-    type Service = Authenticated<S>;
-
-    fn layer(&self, inner: S) -> Authenticated<S> {
-        Authenticated {
-            inner,
-            auth: Arc::clone(&self.auth),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Authenticated<S> {
-    inner: S,
-    auth: Arc<Auth>,
-}
-
-impl<S, B, ResBody> Service<Request<B>> for Authenticated<S>
-where
-    S: Service<Request<B>, Response = Response<ResBody>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ResBody: Default + Send + 'static,
-{
-    type Response = Response<ResBody>;
-    type Error = S::Error;
-    type Future = BoxFuture<Response<ResBody>, S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        if guarded_path(request.uri().path()) {
-            let token = request
-                .headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok());
-            match self.auth.admit(token, peer(&request).map(|p| p.ip())) {
-                Ok(caller) => {
-                    request.extensions_mut().insert(caller);
-                }
-                Err(refused) => {
-                    let response = tonic::Status::from(refused).into_http::<ResBody>();
-                    return Box::pin(async move { Ok(response) });
-                }
-            }
-        }
-        Box::pin(self.inner.call(request))
-    }
-}
-
 /// Whether a call's answer is bounded by `server.call_timeout`: every Baton
 /// call but a probe's report stream, answered only when the probe ends it.
 fn timed(path: &str) -> bool {
     path != "/baton.v1.HealthService/ReportHealth"
 }
 
-/// Load shedding and the handler timeout as a layer.
+/// What the front service needs: the token check, the bound on calls in
+/// flight, the handler timeout and the span source.
 #[derive(Clone)]
-pub struct GuardLayer {
+pub struct FrontLayer {
+    auth: Arc<Auth>,
+    spans: Spans,
     in_flight: Arc<tokio::sync::Semaphore>,
     max: usize,
     timeout: std::time::Duration,
 }
 
-impl GuardLayer {
+impl FrontLayer {
     /// At most `max` Baton calls handled at once; each answered (for a
     /// stream: its response head) within `timeout`.
-    pub fn new(max: usize, timeout: std::time::Duration) -> Self {
+    pub fn new(auth: Arc<Auth>, spans: Spans, max: usize, timeout: std::time::Duration) -> Self {
         Self {
+            auth,
+            spans,
             in_flight: Arc::new(tokio::sync::Semaphore::new(max)),
             max,
             timeout,
         }
     }
+
+    /// Admits a call to a Baton service: its caller goes into the request.
+    /// Returns the call's slot among those in flight and its time bound,
+    /// or the refusal to answer with.
+    fn admit<B>(&self, request: &mut Request<B>) -> Result<Admitted, tonic::Status> {
+        let token = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let caller = self.auth.admit(token, peer(request).map(|p| p.ip()))?;
+        request.extensions_mut().insert(caller);
+        let Ok(permit) = Arc::clone(&self.in_flight).try_acquire_owned() else {
+            return Err(EngineError::Exhausted(format!(
+                "the router is handling {} calls (server.max_calls_in_flight); retry",
+                self.max
+            ))
+            .into());
+        };
+        Ok(Admitted {
+            _permit: permit,
+            timeout: timed(request.uri().path()).then_some(self.timeout),
+        })
+    }
 }
 
-impl<S> tower_layer::Layer<S> for GuardLayer {
-    type Service = Guarded<S>;
+impl<S> tower_layer::Layer<S> for FrontLayer {
+    type Service = Front<S>;
 
-    fn layer(&self, inner: S) -> Guarded<S> {
-        Guarded {
+    fn layer(&self, inner: S) -> Front<S> {
+        Front {
             inner,
             layer: self.clone(),
         }
@@ -256,58 +167,79 @@ impl<S> tower_layer::Layer<S> for GuardLayer {
 }
 
 #[derive(Clone)]
-pub struct Guarded<S> {
+pub struct Front<S> {
     inner: S,
-    layer: GuardLayer,
+    layer: FrontLayer,
 }
 
-impl<S, B, ResBody> Service<Request<B>> for Guarded<S>
+/// An admitted Baton call: its slot among the calls in flight, held until
+/// it is answered, and its time bound.
+struct Admitted {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    timeout: Option<std::time::Duration>,
+}
+
+impl<S, B> Service<Request<B>> for Front<S>
 where
-    S: Service<Request<B>, Response = Response<ResBody>>,
+    S: Service<Request<B>, Response = Response<tonic::body::Body>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    ResBody: Default + Send + 'static,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<Tracked<SpanBody>>;
     type Error = S::Error;
-    type Future = BoxFuture<Response<ResBody>, S::Error>;
+    type Future = BoxFuture<Self::Response, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        if !guarded_path(request.uri().path()) {
-            return Box::pin(self.inner.call(request));
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let state = conn_info(&request).map(|i| Arc::clone(&i.state));
+        if let Some(state) = &state {
+            state.begin();
         }
-        let refuse = |e: EngineError| {
-            let response = tonic::Status::from(e).into_http::<ResBody>();
-            Box::pin(async move { Ok(response) }) as Self::Future
+        let answered = state.clone().map(Answered);
+        let closed = state.map(Closed);
+        let span = self
+            .layer
+            .spans
+            .start(request.uri().path(), request.headers());
+        let admitted = if guarded_path(request.uri().path()) {
+            self.layer.admit(&mut request).map(Some)
+        } else {
+            Ok(None)
         };
-        let Ok(permit) = Arc::clone(&self.layer.in_flight).try_acquire_owned() else {
-            return refuse(EngineError::Exhausted(format!(
-                "the router is handling {} calls (server.max_calls_in_flight); retry",
-                self.layer.max
-            )));
-        };
-        let timeout = timed(request.uri().path()).then_some(self.layer.timeout);
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let Some(timeout) = timeout else {
-                let answered = call.await;
-                drop(permit);
-                return answered;
+        let call = admitted.map(|admitted| {
+            let call = match &span {
+                Some(span) => span.in_scope(|| self.inner.call(request)),
+                None => self.inner.call(request),
             };
-            let answered = tokio::time::timeout(timeout, call).await;
-            drop(permit);
-            match answered {
+            (call, admitted)
+        });
+        let handled = async move {
+            let (call, admitted) = match call {
+                Ok(call) => call,
+                Err(refused) => return Ok(refused.into_http()),
+            };
+            let Some(timeout) = admitted.as_ref().and_then(|a| a.timeout) else {
+                return call.await;
+            };
+            match tokio::time::timeout(timeout, call).await {
                 Ok(response) => response,
                 Err(_) => Ok(tonic::Status::from(EngineError::Timeout(format!(
                     "no answer within {} (server.call_timeout)",
                     humantime::format_duration(timeout)
                 )))
-                .into_http::<ResBody>()),
+                .into_http()),
             }
+        };
+        Box::pin(async move {
+            let response = traced(span, handled).await;
+            drop(answered);
+            Ok(response?.map(|inner| Tracked {
+                inner,
+                _closed: closed,
+            }))
         })
     }
 }

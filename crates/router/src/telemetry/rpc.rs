@@ -1,4 +1,4 @@
-//! The SERVER span of every gRPC call, as a tower layer on the tonic server.
+//! The SERVER span of every gRPC call, opened by the server's front service.
 //!
 //! The span follows the RPC semantic conventions: named
 //! `{rpc.service}/{rpc.method}`, kind SERVER, with `rpc.system = "grpc"`,
@@ -23,8 +23,7 @@ use std::task::{Context, Poll};
 use http_body::{Frame, SizeHint};
 use opentelemetry::propagation::{Extractor, TextMapCompositePropagator, TextMapPropagator};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use tonic::codegen::Service;
-use tonic::codegen::http::{HeaderMap, Request, Response};
+use tonic::codegen::http::{HeaderMap, Response};
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -36,15 +35,15 @@ const UNTRACED_SERVICES: &[&str] = &["grpc.health.v1.Health"];
 /// amounts to (the client went away or the server stopped).
 const CANCELLED: i32 = 1;
 
-/// Adds a SERVER span to every call (`Server::builder().layer(...)`).
-/// Disabled, it passes calls through untouched: without an exporter the
-/// span would only cost time.
+/// Opens the SERVER span of every call ([`crate::server`]'s front service
+/// asks it). Disabled, it opens none: without an exporter the span would
+/// only cost time.
 #[derive(Clone)]
-pub struct RpcSpanLayer {
+pub struct Spans {
     propagator: Option<Arc<TextMapCompositePropagator>>,
 }
 
-impl RpcSpanLayer {
+impl Spans {
     pub fn new(enabled: bool) -> Self {
         let propagator = enabled.then(|| {
             Arc::new(TextMapCompositePropagator::new(vec![
@@ -54,69 +53,41 @@ impl RpcSpanLayer {
         });
         Self { propagator }
     }
-}
 
-impl<S> tower_layer::Layer<S> for RpcSpanLayer {
-    type Service = RpcSpan<S>;
-
-    fn layer(&self, inner: S) -> RpcSpan<S> {
-        RpcSpan {
-            inner,
-            propagator: self.propagator.clone(),
-        }
+    /// The span of a call to `path`, joined to the caller's trace; none when
+    /// disabled or for an untraced service.
+    pub fn start(&self, path: &str, headers: &HeaderMap) -> Option<Span> {
+        server_span(self.propagator.as_deref()?, path, headers)
     }
 }
 
-/// The service [`RpcSpanLayer`] wraps around the tonic routes.
-#[derive(Clone)]
-pub struct RpcSpan<S> {
-    inner: S,
-    propagator: Option<Arc<TextMapCompositePropagator>>,
-}
-
-impl<S, B> Service<Request<B>> for RpcSpan<S>
-where
-    S: Service<Request<B>, Response = Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<SpanBody>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let span = self
-            .propagator
-            .as_deref()
-            .and_then(|p| server_span(p, req.uri().path(), req.headers()));
-        let Some(span) = span else {
-            let call = self.inner.call(req);
-            return Box::pin(async move { Ok(call.await?.map(SpanBody::untraced)) });
-        };
-        let call = span.in_scope(|| self.inner.call(req));
-        Box::pin(async move {
-            match call.instrument(span.clone()).await {
-                Ok(response) => {
-                    let status = grpc_status(response.headers());
-                    if let Some(code) = status {
-                        record_status(&span, code);
-                    }
-                    let recorded = status.is_some();
-                    Ok(response.map(|body| SpanBody {
-                        inner: body,
-                        span: Some(span),
-                        recorded,
-                    }))
-                }
-                Err(e) => {
-                    record_status(&span, tonic::Code::Unknown as i32);
-                    Err(e)
-                }
+/// Runs `call` inside `span` (when there is one) and hands the response
+/// body the span, to hold until the trailers are out; an error is recorded
+/// as `UNKNOWN`.
+pub async fn traced<E>(
+    span: Option<Span>,
+    call: impl Future<Output = Result<Response<tonic::body::Body>, E>>,
+) -> Result<Response<SpanBody>, E> {
+    let Some(span) = span else {
+        return Ok(call.await?.map(SpanBody::untraced));
+    };
+    match call.instrument(span.clone()).await {
+        Ok(response) => {
+            let status = grpc_status(response.headers());
+            if let Some(code) = status {
+                record_status(&span, code);
             }
-        })
+            let recorded = status.is_some();
+            Ok(response.map(|body| SpanBody {
+                inner: body,
+                span: Some(span),
+                recorded,
+            }))
+        }
+        Err(e) => {
+            record_status(&span, tonic::Code::Unknown as i32);
+            Err(e)
+        }
     }
 }
 
