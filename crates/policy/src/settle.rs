@@ -38,8 +38,6 @@ pub struct Settlement {
     pub verdict: Verdict,
     /// The contact's new state, when the decision changed it.
     pub contact: Option<ContactState>,
-    /// The handoff id to index, when a handoff or escalation was made.
-    pub handoff_id: Option<String>,
     pub deferred: Option<DeferredChange>,
     /// Whether a retry of the request needs the decision stored: only a
     /// decision that changed the contact or left a deferral; a refusal is
@@ -117,7 +115,6 @@ pub fn settle(
     let mut settlement = Settlement {
         verdict: verdict.clone(),
         contact: None,
-        handoff_id: None,
         deferred: None,
         remember: decision.moves_contact() || decision == Decision::DeferredUnhealthy,
     };
@@ -169,7 +166,6 @@ pub fn settle(
     verdict.handoff_id = handoff_id.to_owned();
     verdict.context = Some(contact.context.clone());
     settlement.verdict = verdict;
-    settlement.handoff_id = Some(handoff_id.to_owned());
     settlement.contact = Some(contact);
     settlement
 }
@@ -375,7 +371,6 @@ mod tests {
         );
         assert_eq!(s.verdict.decision, Decision::Approved);
         assert_eq!(s.verdict.handoff_id, "h1");
-        assert_eq!(s.handoff_id.as_deref(), Some("h1"));
         assert!(s.remember && s.writes());
         let contact = s.contact.unwrap();
         assert_eq!(contact.owner, "seller");
@@ -402,7 +397,7 @@ mod tests {
         );
         assert_eq!(s.verdict.decision, Decision::NotOwner);
         assert!(!s.remember && !s.writes());
-        assert_eq!(s.handoff_id, None);
+        assert_eq!(s.verdict.handoff_id, "");
     }
 
     #[test]

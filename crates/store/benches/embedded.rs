@@ -42,7 +42,7 @@ impl Run {
 /// Everything an approved handoff writes, for a contact never seen.
 fn approval(contact: &str, config: &Config) -> Commit {
     let mut state = ContactState::new("lead", 1);
-    let handoff_id = format!("0190-{contact}");
+    let handoff_id = format!("0190:{contact}");
     let context = ContextPacket {
         timeline: Some("3 months".into()),
         ..Default::default()
@@ -82,7 +82,6 @@ fn approval(contact: &str, config: &Config) -> Commit {
                 expires_at: i64::MAX,
             },
         )),
-        handoff_id: Some(handoff_id),
         ..Default::default()
     }
 }

@@ -135,7 +135,6 @@ fn approval(contact: &str, request_key: &str) -> Commit {
                 expires_at: now() + 24 * 3_600_000,
             },
         )),
-        handoff_id: Some(format!("{contact}:{contact}")),
         deferred: None,
         published: Some(published),
     }

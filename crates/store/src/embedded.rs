@@ -528,7 +528,7 @@ mod tests {
             pattern: "sell my house".into(),
             reason: "ok".into(),
             gates: vec![],
-            handoff_id: "h1".into(),
+            handoff_id: "h1:c1".into(),
             retry_after_ms: 0,
             pending_intents: vec![],
             context: None,
@@ -548,7 +548,7 @@ mod tests {
         };
         state.hand_over(
             EntryKind::Handoff,
-            "h1",
+            &format!("h1:{contact_id}"),
             "seller",
             "sell my house",
             0.9,
@@ -568,7 +568,6 @@ mod tests {
                     expires_at: 5_000,
                 },
             )),
-            handoff_id: Some("h1".into()),
             deferred: None,
             published: None,
         };
@@ -617,7 +616,7 @@ mod tests {
             let store = EmbeddedStore::open(&dir.0).unwrap();
             approve(&store, "c1", "r1").await;
             store
-                .record_outcome("h1", Outcome::Successful, &LearningConfig::default())
+                .record_outcome("h1:c1", Outcome::Successful, &LearningConfig::default())
                 .await
                 .unwrap();
             let report = HealthReport {
@@ -683,11 +682,11 @@ mod tests {
             approve(&store, "c1", "r1").await;
             let config = LearningConfig::default();
             let first = store
-                .record_outcome("h1", Outcome::Failed, &config)
+                .record_outcome("h1:c1", Outcome::Failed, &config)
                 .await
                 .unwrap();
             let again = store
-                .record_outcome("h1", Outcome::Successful, &config)
+                .record_outcome("h1:c1", Outcome::Successful, &config)
                 .await
                 .unwrap();
             assert!(first.recorded && !again.recorded);
@@ -695,20 +694,55 @@ mod tests {
             let missing = store.record_outcome("nope", Outcome::Failed, &config).await;
             assert!(matches!(missing, Err(StoreError::NotFound { .. })));
             assert!(matches!(
-                store.acknowledge("h1", "buyer", 7).await,
+                store.acknowledge("h1:c1", "buyer", 7).await,
                 Err(StoreError::Conflict(_))
             ));
             assert_eq!(
-                store.acknowledge("h1", "seller", 7).await.unwrap(),
+                store.acknowledge("h1:c1", "seller", 7).await.unwrap(),
                 Acknowledged { at: 7, first: true }
             );
             assert_eq!(
-                store.acknowledge("h1", "seller", 9).await.unwrap(),
+                store.acknowledge("h1:c1", "seller", 9).await.unwrap(),
                 Acknowledged {
                     at: 7,
                     first: false
                 }
             );
+        }
+    }
+
+    /// A handoff id names its contact, so approving one indexes nothing;
+    /// a handoff approved before ids did is found through the index those
+    /// versions wrote.
+    #[tokio::test]
+    async fn handoffs_are_found_from_their_id_and_old_ones_from_the_old_index() {
+        let (_dir, stores) = backends("handoff-ids");
+        for store in stores {
+            let lock = store.lock("c1", Duration::from_secs(1)).await.unwrap();
+            store.commit(lock, handed_over("c1")).await.unwrap();
+            let lock = store.lock("c2", Duration::from_secs(1)).await.unwrap();
+            let mut old = handed_over("c2");
+            let state = old.contact.as_mut().unwrap();
+            state.history[0].handoff_id = "legacy-2".into();
+            state.last_handoff_id = "legacy-2".into();
+            store.commit(lock, old).await.unwrap();
+            assert_eq!(store.read(|r| r.scan(Table::Handoffs)).unwrap(), vec![]);
+
+            assert!(store.acknowledge("h:c1", "seller", 5).await.unwrap().first);
+            assert!(matches!(
+                store.acknowledge("legacy-2", "seller", 5).await,
+                Err(StoreError::NotFound { .. })
+            ));
+            store
+                .write((), |w| w.put(Table::Handoffs, "legacy-2", b"c2".to_vec()))
+                .await
+                .unwrap();
+            assert!(store.acknowledge("legacy-2", "seller", 6).await.unwrap().first);
+            // An id naming a contact whose history does not hold it.
+            assert!(matches!(
+                store.acknowledge("h:c2", "seller", 6).await,
+                Err(StoreError::NotFound { .. })
+            ));
         }
     }
 
@@ -750,7 +784,7 @@ mod tests {
     fn handed_over_at(contact_id: &str, now: UnixMs) -> Commit {
         let config = Config::default();
         let mut state = ContactState::new("lead", now);
-        let handoff_id = format!("h-{contact_id}");
+        let handoff_id = format!("h:{contact_id}");
         state.hand_over(
             EntryKind::Handoff,
             &handoff_id,
@@ -773,7 +807,6 @@ mod tests {
                     expires_at: i64::MAX,
                 },
             )),
-            handoff_id: Some(handoff_id),
             ..Default::default()
         }
     }
@@ -885,9 +918,8 @@ mod tests {
         assert!(store.transactions() - before < 8, "the writes were batched");
         for i in 0..8 {
             let c = format!("c{i}");
+            // Its handoff lived in its history: nothing of it is left.
             assert_eq!(store.contact(&c).await.unwrap(), None);
-            let handoff = store.read(|r| tables::handoff_contact(r, &format!("h-{c}")));
-            assert_eq!(handoff.unwrap(), None);
         }
     }
 
@@ -905,8 +937,9 @@ mod tests {
         store.with_clock(clock)
     }
 
-    /// A contact idle past `retention` is deleted with its handoff index and
-    /// stored decisions; one written since stays, until it is idle too.
+    /// A contact idle past `retention` is deleted with its stored decisions
+    /// (and any handoff index entry an earlier version wrote); one written
+    /// since stays, until it is idle too.
     #[tokio::test]
     async fn idle_contacts_are_deleted_with_their_index_and_active_ones_stay() {
         let dir = temp_dir("retention");
@@ -924,12 +957,12 @@ mod tests {
                 store.commit(lock, handed_over(c)).await.unwrap();
             }
             now.store(1_800, std::sync::atomic::Ordering::SeqCst);
-            store.acknowledge("h-c2", "seller", 1_800).await.unwrap();
+            store.acknowledge("h:c2", "seller", 1_800).await.unwrap();
 
             assert!(store.purge_expired(2_500).await.unwrap() >= 2);
             assert_eq!(store.contact("c1").await.unwrap(), None);
             assert!(matches!(
-                store.acknowledge("h-c1", "seller", 2_500).await,
+                store.acknowledge("h:c1", "seller", 2_500).await,
                 Err(StoreError::NotFound { .. })
             ));
             let lock = store.lock("c1", Duration::from_millis(10)).await.unwrap();

@@ -68,6 +68,12 @@ impl RouteKey {
     }
 }
 
+/// The contact a handoff id names: ids are `<unique id>:<contact id>`, so
+/// a store finds a handoff's contact from the id alone, with no index.
+pub fn handoff_contact_id(handoff_id: &str) -> Option<&str> {
+    handoff_id.split_once(':').map(|(_, contact)| contact)
+}
+
 /// The key a decision is remembered under, within its contact: request ids
 /// are scoped to (contact, source bot), so two bots that happen to send the
 /// same id for one contact never see each other's decision. Stores pass it
@@ -99,8 +105,6 @@ pub struct Commit {
     pub contact: Option<ContactState>,
     /// `(request_id, decision)` to remember.
     pub decision: Option<(String, StoredDecision)>,
-    /// A new handoff id to index, pointing at this contact.
-    pub handoff_id: Option<String>,
     /// Changes to the index of pending deferred handoffs.
     pub deferred: Option<DeferredChange>,
     /// What this decision tells watchers, for the routers that share the

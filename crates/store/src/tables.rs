@@ -20,7 +20,8 @@ pub enum Table {
     /// Keyed `contact_id \0 source \0 request_id` (see [`crate::request_key`]):
     /// request ids are scoped to their contact and source bot.
     Decisions,
-    /// Handoff id → contact id.
+    /// Handoff id → contact id, for handoffs approved before ids carried
+    /// their contact ([`crate::handoff_contact_id`]): read, never written.
     Handoffs,
     Outcomes,
     Health,
@@ -142,7 +143,8 @@ enum Kind {
     Contact,
     Context,
     Decision,
-    /// A handoff's index entry: kept while its contact's history holds it.
+    /// A handoff's legacy index entry: kept while its contact's history
+    /// holds it.
     Handoff,
     Outcomes,
 }
@@ -215,9 +217,9 @@ fn put_contact(
     expire_at(w, keep.until(), Kind::Contact, contact_id)
 }
 
-/// Removes a handoff's index entry if it points at `contact_id`.
+/// Removes a handoff's legacy index entry if it points at `contact_id`.
 fn remove_handoff(w: &mut dyn Write, handoff_id: &str, contact_id: &str) -> Result<(), StoreError> {
-    if handoff_contact(&*w, handoff_id)?.as_deref() == Some(contact_id) {
+    if indexed_contact(&*w, handoff_id)?.as_deref() == Some(contact_id) {
         w.remove(Table::Handoffs, handoff_id)?;
     }
     Ok(())
@@ -231,14 +233,6 @@ pub fn commit(w: &mut dyn Write, commit: &Commit, keep: Keep) -> Result<(), Stor
         let key = decision_key(&commit.contact_id, request_id);
         w.put(Table::Decisions, &key, encode(decision))?;
         expire_at(w, decision.expires_at, Kind::Decision, &key)?;
-    }
-    if let Some(handoff_id) = &commit.handoff_id {
-        w.put(
-            Table::Handoffs,
-            handoff_id,
-            commit.contact_id.clone().into_bytes(),
-        )?;
-        expire_at(w, keep.until(), Kind::Handoff, handoff_id)?;
     }
     match &commit.deferred {
         Some(DeferredChange::Add(target)) => w.put(
@@ -270,16 +264,24 @@ fn update_entry<T>(
         what: "handoff",
         id: handoff_id.to_owned(),
     };
-    let contact_id = w.get(Table::Handoffs, handoff_id)?.ok_or_else(not_found)?;
-    let contact_id = String::from_utf8_lossy(&contact_id).into_owned();
+    let contact_id = handoff_contact(&*w, handoff_id)?.ok_or_else(not_found)?;
     let mut contact = contact(&*w, &contact_id)?.ok_or_else(not_found)?;
     let out = f(contact.entry_mut(handoff_id).ok_or_else(not_found)?)?;
     put_contact(w, &contact_id, &contact, keep)?;
     Ok(out)
 }
 
-/// The contact a handoff belongs to, if the handoff is indexed.
+/// The contact a handoff id names: from the id itself, or for an id
+/// without its contact, from the legacy index.
 pub fn handoff_contact(r: &dyn Read, handoff_id: &str) -> Result<Option<String>, StoreError> {
+    match crate::handoff_contact_id(handoff_id) {
+        Some(contact_id) => Ok(Some(contact_id.to_owned())),
+        None => indexed_contact(r, handoff_id),
+    }
+}
+
+/// The contact the legacy index holds for a handoff.
+fn indexed_contact(r: &dyn Read, handoff_id: &str) -> Result<Option<String>, StoreError> {
     Ok(r.get(Table::Handoffs, handoff_id)?
         .map(|c| String::from_utf8_lossy(&c).into_owned()))
 }
@@ -431,8 +433,8 @@ fn idle(r: &dyn Read, kind: Kind, key: &str, keep: Keep) -> Result<bool, StoreEr
     Ok(touched(r, kind, key)?.is_none_or(|at| at.saturating_add(keep.retention) <= keep.now))
 }
 
-/// Deletes an idle contact with its handoff index entries, stored
-/// decisions, deferral and activity record.
+/// Deletes an idle contact with its stored decisions, deferral, activity
+/// record and any handoff index entries an earlier version wrote.
 fn expire_contact(w: &mut dyn Write, contact_id: &str, keep: Keep) -> Result<usize, StoreError> {
     let Some(contact) = self::contact(&*w, contact_id)? else {
         return Ok(0);
@@ -472,7 +474,7 @@ fn expire_contact(w: &mut dyn Write, contact_id: &str, keep: Keep) -> Result<usi
 /// holds the handoff (trimmed, or the contact is gone); while it does, the
 /// entry is looked at again a retention period later.
 fn expire_handoff(w: &mut dyn Write, handoff_id: &str, keep: Keep) -> Result<usize, StoreError> {
-    let Some(contact_id) = handoff_contact(&*w, handoff_id)? else {
+    let Some(contact_id) = indexed_contact(&*w, handoff_id)? else {
         return Ok(0);
     };
     let held = self::contact(&*w, &contact_id)?
@@ -511,7 +513,9 @@ pub fn index_untracked(w: &mut dyn Write, keep: Keep) -> Result<usize, StoreErro
         let until = contact.last_active().saturating_add(keep.retention);
         expire_at(w, until, Kind::Contact, contact_id)?;
         for entry in &contact.history {
-            expire_at(w, until, Kind::Handoff, &entry.handoff_id)?;
+            if indexed_contact(&*w, &entry.handoff_id)?.is_some() {
+                expire_at(w, until, Kind::Handoff, &entry.handoff_id)?;
+            }
         }
     }
     Ok(contacts.len())

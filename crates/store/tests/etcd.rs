@@ -47,7 +47,6 @@ fn handed_over(contact: &str, handoff_id: &str) -> Commit {
         contact_id: contact.into(),
         contact: Some(state),
         decision: None,
-        handoff_id: Some(handoff_id.into()),
         deferred: None,
         published: None,
     }

@@ -145,7 +145,6 @@ impl Engine {
             contact_id: contact_id.to_owned(),
             contact: Some(retried.contact),
             deferred: retried.deferred,
-            handoff_id: approved.as_ref().map(|v| v.handoff_id.clone()),
             ..Default::default()
         };
         if let Some(verdict) = &approved {

@@ -94,7 +94,6 @@ impl Engine {
         let mut commit = Commit {
             contact_id: req.contact_id.clone(),
             contact: settled.contact,
-            handoff_id: settled.handoff_id,
             deferred: settled.deferred,
             ..Default::default()
         };

@@ -13,7 +13,7 @@ use super::queries::{NOT_YOUR_CONTACT, NOT_YOUR_HANDOFF, NOT_YOUR_OUTCOME};
 use super::*;
 
 /// Logs every call that reaches the store (`lock c1`, `load c1 lead/r-1`,
-/// `commit c1: contact, decision lead/r-1, handoff`, …). With `slow_commit`
+/// `commit c1: contact, decision lead/r-1`, …). With `slow_commit`
 /// on, a commit is a slow write: it holds the contact lock and writes only
 /// when the test lets it (`release_commit`), so a test can act while a
 /// commit is in flight.
@@ -48,7 +48,6 @@ impl Counting {
             c.decision
                 .as_ref()
                 .map(|(key, _)| format!("decision {}", key.replace('\0', "/"))),
-            c.handoff_id.as_ref().map(|_| "handoff".to_owned()),
             c.deferred.as_ref().map(|d| format!("deferred {d:?}")),
         ];
         let parts: Vec<String> = parts.into_iter().flatten().collect();
@@ -192,7 +191,7 @@ async fn the_stay_path_never_touches_storage_and_an_approval_locks_loads_and_com
     );
     assert_eq!(
         store.take_calls(),
-        ["lock c1", "load c1 ", "commit c1: contact, handoff"]
+        ["lock c1", "load c1 ", "commit c1: contact"]
     );
     // With a request id, the decision rides in the same commit: still one write.
     let mut sell = request(&engine, "c2", "lead", "I want to sell my house");
@@ -204,7 +203,7 @@ async fn the_stay_path_never_touches_storage_and_an_approval_locks_loads_and_com
         [
             "lock c2",
             "load c2 lead/r-1",
-            "commit c2: contact, decision lead/r-1, handoff"
+            "commit c2: contact, decision lead/r-1"
         ]
     );
     // Its retry reads the stored decision under the lock and writes nothing.

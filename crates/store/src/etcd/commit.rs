@@ -187,8 +187,7 @@ impl EtcdStore {
             what: "handoff",
             id: handoff_id.to_owned(),
         };
-        // Handoff ids carry their contact: `<id>:<contact id>`.
-        let (_, contact_id) = handoff_id.split_once(':').ok_or_else(not_found)?;
+        let contact_id = crate::handoff_contact_id(handoff_id).ok_or_else(not_found)?;
         let key = self.key("contacts", contact_id);
         let limit = self.options.op_timeout;
         let mut kv = self.kv();
