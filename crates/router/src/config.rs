@@ -100,7 +100,8 @@ pub struct ServerConfig {
     pub tls_client_ca: Option<PathBuf>,
     /// Largest request message accepted, in bytes.
     pub max_request_bytes: usize,
-    /// Calls in flight per client connection.
+    /// Calls in flight per client connection (it binds only below
+    /// `max_concurrent_streams`, which HTTP/2 holds already).
     pub max_concurrent_per_connection: usize,
     /// Baton calls handled at once by the whole router; past it a call is
     /// refused at once with RESOURCE_EXHAUSTED (load shedding).

@@ -113,10 +113,12 @@ pub async fn serve(
         );
     }
     let mut builder = Server::builder()
-        .concurrency_limit_per_connection(s.max_concurrent_per_connection)
         .max_concurrent_streams(s.max_concurrent_streams)
         .http2_keepalive_interval(Some(s.keepalive_interval))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+    if let Some(limit) = per_connection_limit(s) {
+        builder = builder.concurrency_limit_per_connection(limit);
+    }
     if let (Some(cert), Some(key)) = (&s.tls_cert, &s.tls_key) {
         let read = |p: &std::path::PathBuf| {
             std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
@@ -235,6 +237,15 @@ pub async fn close_store(store: &dyn Store) {
     }
 }
 
+/// The limit on calls in flight per connection that needs a layer of its
+/// own: HTTP/2 already holds a connection to `max_concurrent_streams` open
+/// calls, and a call in flight is an open stream, so a looser limit could
+/// never bind and would only cost a semaphore per call.
+fn per_connection_limit(s: &crate::config::ServerConfig) -> Option<usize> {
+    (s.max_concurrent_per_connection < s.max_concurrent_streams as usize)
+        .then_some(s.max_concurrent_per_connection)
+}
+
 /// How long a keepalive ping may go unanswered before the peer counts as gone.
 const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
@@ -278,5 +289,21 @@ pub async fn signal() {
     tokio::select! {
         () = ctrl_c => info!("SIGINT received"),
         () = term => info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_limit_gets_a_layer_only_when_tighter_than_http2_streams() {
+        let mut s = crate::config::ServerConfig::default();
+        assert!(s.max_concurrent_per_connection >= s.max_concurrent_streams as usize);
+        assert_eq!(per_connection_limit(&s), None);
+        s.max_concurrent_per_connection = 8;
+        assert_eq!(per_connection_limit(&s), Some(8));
+        s.max_concurrent_streams = 8;
+        assert_eq!(per_connection_limit(&s), None);
     }
 }

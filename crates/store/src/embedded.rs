@@ -737,7 +737,13 @@ mod tests {
                 .write((), |w| w.put(Table::Handoffs, "legacy-2", b"c2".to_vec()))
                 .await
                 .unwrap();
-            assert!(store.acknowledge("legacy-2", "seller", 6).await.unwrap().first);
+            assert!(
+                store
+                    .acknowledge("legacy-2", "seller", 6)
+                    .await
+                    .unwrap()
+                    .first
+            );
             // An id naming a contact whose history does not hold it.
             assert!(matches!(
                 store.acknowledge("h:c2", "seller", 6).await,
