@@ -14,8 +14,9 @@
 //!   commits or not as a whole).
 //!
 //! One layer rather than four: each would box its own future per call.
-//! tonic's builder adds the rest as tower layers of its own: the
-//! concurrency limit per connection and HTTP/2's `MAX_CONCURRENT_STREAMS`.
+//! tonic's builder adds the rest as tower layers of its own: HTTP/2's
+//! `MAX_CONCURRENT_STREAMS`, and the limit on calls in flight per
+//! connection when it is the tighter of the two.
 
 use std::future::Future;
 use std::net::SocketAddr;
