@@ -198,7 +198,8 @@ async fn pause_for_tests(contact: &str) {
 }
 
 /// A new handoff id: time-ordered and unique, and carrying its contact
-/// (`<uuid>:<contact id>`) so a store can find the handoff from its id alone.
+/// (`<uuid>:<contact id>`) so a store can find the handoff from its id alone
+/// ([`baton_store::handoff_contact_id`]).
 pub(super) fn new_handoff_id(contact_id: &str) -> String {
     format!("{}:{contact_id}", uuid::Uuid::now_v7())
 }

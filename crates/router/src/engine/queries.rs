@@ -9,7 +9,7 @@
 //! see everything and are told plainly what does not exist.
 
 use baton_policy::{ContactState, HistoryEntry, Outcome};
-use baton_store::{Acknowledged, RouteKey, StoreError};
+use baton_store::{Acknowledged, RouteKey, StoreError, handoff_contact_id};
 use tracing::info;
 
 use super::{Engine, read};
@@ -34,12 +34,6 @@ pub const NOT_YOUR_HANDOFF: &str =
     "the acknowledging bot is not this handoff's target, or there is no such handoff";
 /// What a caller that may not record a handoff's outcome is told, whether it exists or not.
 pub const NOT_YOUR_OUTCOME: &str = "only the handoff's source or target bot, or an operator, may record its outcome, or there is no such handoff";
-
-/// The contact a handoff id names: ids are `<uuid>:<contact id>` (see
-/// `new_handoff_id`), so a store finds the handoff from its id alone.
-fn contact_of(handoff_id: &str) -> Option<&str> {
-    handoff_id.split_once(':').map(|(_, contact)| contact)
-}
 
 impl Engine {
     /// The contact's state, for operators: `NOT_FOUND` when no handoff
@@ -68,7 +62,7 @@ impl Engine {
 
     /// The handoff's history entry as stored now, if `handoff_id` names one.
     async fn handoff(&self, handoff_id: &str) -> Result<Option<HistoryEntry>, EngineError> {
-        let Some(contact_id) = contact_of(handoff_id) else {
+        let Some(contact_id) = handoff_contact_id(handoff_id) else {
             return Ok(None);
         };
         let Some(contact) = self.store.contact(contact_id).await? else {

@@ -17,8 +17,9 @@
 //!   graceful shutdown waiting for the whole grace period.
 //!
 //! The wrapper sits under TLS, so it sees neither calls nor frames: the
-//! calls are counted by [`super::layers::FrontLayer`] in a [`ConnState`]
-//! found through the connection's peer address ([`Connections`]).
+//! calls are counted by [`super::layers::FrontLayer`] in the connection's
+//! [`ConnState`], which the connection hands every request it carries
+//! ([`ConnInfo`]).
 
 use std::collections::HashMap;
 use std::future::Future;
