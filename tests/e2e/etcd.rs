@@ -663,8 +663,9 @@ async fn a_deferral_completed_on_one_replica_reaches_watch_handoffs_on_the_other
 
 /// 24 concurrent requests for each of 15 contacts, alternating between two
 /// replicas, three rounds: many lock waits time out (`CONTACT_BUSY`) while
-/// their acquire may already have reached etcd. Afterwards no lock key is
-/// left, and every contact takes a new handoff at once, on either replica.
+/// their acquire may already have reached etcd. Afterwards every lock key
+/// is gone within the cleanup's bound (`op_timeout`), and every contact
+/// takes a new handoff at once, on either replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_requests_over_two_replicas_leave_no_lock_behind() {
     let etcd = Etcd::single().await.unwrap();
@@ -696,10 +697,15 @@ async fn racing_requests_over_two_replicas_leave_no_lock_behind() {
         eprintln!("round {round}: {busy} of 360 requests found their contact busy");
         for c in 0..15 {
             let contact = format!("r{round}-c{c}");
-            assert!(
-                !locked(&etcd, "/leak/", &contact).await,
-                "round {round}: {contact}'s lock was left behind"
-            );
+            // An acquire abandoned while still on its way to etcd lands
+            // after its first cleanup; the cleanup looks again after
+            // `op_timeout`/4 and `op_timeout` (2 s), so the key is gone by then.
+            eventually(
+                &format!("round {round}: {contact}'s lock to be released"),
+                Duration::from_secs(5),
+                || async { (!locked(&etcd, "/leak/", &contact).await).then_some(()) },
+            )
+            .await;
             // Under load every request for a contact may have found it
             // busy; it is then still the first bot's.
             let owner = match r2
