@@ -100,6 +100,11 @@ struct Args {
     /// receiver in this process that drops them).
     #[arg(long, conflicts_with = "router")]
     secure: bool,
+    /// Sets a configuration key of the in-process routers (both the one
+    /// under test and a `memory` baseline), as the router's `--set` does,
+    /// e.g. `--set store.batch_wait=1ms`; may be repeated.
+    #[arg(long = "set", value_name = "KEY=VALUE", conflicts_with = "router")]
+    overrides: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -720,7 +725,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(url) => (url.clone(), "external"),
         None => {
             let dir = data_dir.as_ref().map(|d| d.0.as_path());
-            let router = InProcess::start(router_config(args.secure, dir))
+            let config = router_config(args.secure, dir).with_overrides(&args.overrides)?;
+            let router = InProcess::start(config)
                 .await
                 .context("cannot start the in-process router")?;
             let url = router.url.clone();
@@ -735,7 +741,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (baseline_url, baseline_name) = match args.baseline {
         Baseline::Floor => (start_echo().await?, "floor"),
         Baseline::Memory => {
-            let router = InProcess::start(router_config(args.secure, None))
+            let config = router_config(args.secure, None).with_overrides(&args.overrides)?;
+            let router = InProcess::start(config)
                 .await
                 .context("cannot start the in-process baseline router")?;
             let url = router.url.clone();

@@ -193,3 +193,87 @@ async fn assert_clean_after_term(router: &mut Router, data_dir: &Path) {
     assert!(!stdout.contains("not clean"), "{stdout}");
     assert!(stdout.contains("contacts: 20"), "{stdout}");
 }
+
+/// Offsets of the records in a journal file: they start one page in, each
+/// a 16-byte head (payload length first) and its payload.
+fn journal_records(bytes: &[u8]) -> Vec<usize> {
+    let mut at = 4096;
+    let mut records = Vec::new();
+    while let Some(head) = bytes.get(at..at + 16) {
+        let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
+        if len == 0 || at + 16 + len > bytes.len() {
+            break;
+        }
+        records.push(at);
+        at += 16 + len;
+    }
+    records
+}
+
+/// A journal damaged before its last record stops the router, naming the
+/// file and leaving it as it was; `check` says so, and `check --repair`
+/// keeps a copy and cuts it at the damage, so the router starts with
+/// every whole contact before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_journal_stops_the_router_until_check_repairs_it() {
+    // No checkpoint during the test: every approval is in the journal only.
+    let mut router = router(&["--set", "store.checkpoint_every=10m"]).await;
+    approve(&router, 40).await;
+    router.kill();
+    let data_dir = router.data.path().display().to_string();
+    let journal = router.data.path().join("baton.journal.0");
+    let mut bytes = std::fs::read(&journal).expect("read journal");
+    let records = journal_records(&bytes);
+    assert!(records.len() >= 4, "{} records", records.len());
+    let damaged_at = records[records.len() / 2];
+    bytes[damaged_at + 16 + 3] ^= 0xff;
+    std::fs::write(&journal, &bytes).expect("write journal");
+    let named = journal.display().to_string();
+
+    let out = run(&["--data-dir", &data_dir, "--listen", "127.0.0.1:0"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "router served: {stderr}");
+    assert!(
+        stderr.contains(&format!("{named} is damaged at byte {damaged_at}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(std::fs::read(&journal).unwrap() == bytes, "journal changed");
+
+    let out = run(&["check", "--data-dir", &data_dir]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("journal: unreadable"), "{stdout}");
+    assert!(
+        std::fs::read(&journal).unwrap() == bytes,
+        "check changed it"
+    );
+
+    let out = run(&["check", "--data-dir", &data_dir, "--repair"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("backup of a journal file before repair"),
+        "{stdout}"
+    );
+
+    router.restart().await.expect("start after the repair");
+    let mut admin = router.admin().await;
+    let mut found = 0;
+    for i in 0..40 {
+        let reply = admin
+            .get_contact(GetContactRequest {
+                contact_id: format!("c-{i}"),
+            })
+            .await;
+        match reply {
+            Ok(contact) => {
+                assert_eq!(contact.into_inner().owner, "seller", "c-{i}");
+                found += 1;
+            }
+            Err(status) => assert_eq!(status.code(), tonic::Code::NotFound, "c-{i}"),
+        }
+    }
+    // The records before the damage are replayed, the rest are not.
+    assert!((1..40).contains(&found), "{found} of 40 contacts");
+}

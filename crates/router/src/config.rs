@@ -206,13 +206,23 @@ impl Default for EtcdConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// Writes committed together in one transaction (one fsync), at most.
+    /// Writes committed together in one transaction (one journal record,
+    /// synced with whatever else is waiting), at most.
     pub batch_max: usize,
     /// How long a batch waits for more writes after its first; 0s commits
     /// what is queued at once (no added latency; batches still form while
     /// the previous one syncs).
     #[serde(with = "humantime_serde")]
     pub batch_wait: Duration,
+    /// How often one batch's commit is made durable in the redb file; the
+    /// batches in between are durable through the journal alone, which
+    /// replays them after a crash. Longer: fewer page writes, a longer
+    /// replay after a crash. 0s checkpoints as often as the disk allows.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_every: Duration,
+    /// A checkpoint also comes once the journal's current file holds this
+    /// many bytes, bounding the journal on disk (two files) and the replay.
+    pub checkpoint_bytes: u64,
     /// A contact with no handoff, acknowledgement or outcome for this long
     /// is deleted, with its handoff index, stored decisions and deferral;
     /// so is an outcome window no outcome reached. At least the longest
@@ -227,6 +237,8 @@ impl Default for StoreConfig {
         Self {
             batch_max: defaults.batching.max,
             batch_wait: defaults.batching.wait,
+            checkpoint_every: defaults.checkpoints.every,
+            checkpoint_bytes: defaults.checkpoints.bytes,
             retention: defaults.retention,
         }
     }
@@ -239,6 +251,10 @@ impl StoreConfig {
             batching: baton_store::Batching {
                 max: self.batch_max,
                 wait: self.batch_wait,
+            },
+            checkpoints: baton_store::Checkpoints {
+                every: self.checkpoint_every,
+                bytes: self.checkpoint_bytes,
             },
             retention: self.retention,
         }
@@ -379,6 +395,16 @@ impl RouterConfig {
         if s.batch_wait > MAX_BATCH_WAIT {
             return Err(invalid("store.batch_wait", "must be at most 100ms").into());
         }
+        duration("store.checkpoint_every", s.checkpoint_every, false)?;
+        if s.checkpoint_every > MAX_CHECKPOINT_EVERY {
+            return Err(invalid("store.checkpoint_every", "must be at most 10m").into());
+        }
+        within(
+            "store.checkpoint_bytes",
+            usize::try_from(s.checkpoint_bytes).unwrap_or(usize::MAX),
+            MIN_CHECKPOINT_BYTES,
+            MAX_CHECKPOINT_BYTES,
+        )?;
         duration("store.retention", s.retention, true)?;
         let p = &self.policy.policy;
         let (longest, key) = [
@@ -511,6 +537,23 @@ impl RouterConfig {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
     }
+
+    /// This configuration with `KEY=VALUE` items applied over it, as
+    /// `--set` applies them, and checked again.
+    pub fn with_overrides(&self, items: &[String]) -> anyhow::Result<Self> {
+        let mut table: toml::Table = self.to_toml().parse().context("configuration as TOML")?;
+        for item in items {
+            let Some((key, value)) = item.split_once('=') else {
+                bail!("--set '{item}': expected KEY=VALUE");
+            };
+            set_key(&mut table, key.trim(), value.trim())
+                .with_context(|| format!("--set {item}"))?;
+        }
+        let config = Self::from_table(table)?;
+        config.validate_server()?;
+        config.validate_etcd()?;
+        Ok(config)
+    }
 }
 
 /// Baton calls in flight router-wide, at most (tokio's semaphore bound).
@@ -519,6 +562,11 @@ const MAX_CALLS_IN_FLIGHT: usize = 1 << 24;
 const MAX_BATCH: usize = 65_536;
 /// The longest a store batch may wait for more writes.
 const MAX_BATCH_WAIT: Duration = Duration::from_millis(100);
+/// The longest a store checkpoint interval may be.
+const MAX_CHECKPOINT_EVERY: Duration = Duration::from_secs(600);
+/// Journal bytes that trigger a checkpoint: 64 KiB ..= 4 GiB.
+const MIN_CHECKPOINT_BYTES: usize = 64 << 10;
+const MAX_CHECKPOINT_BYTES: usize = 4 << 30;
 /// Decisions buffered per watcher, at most.
 const MAX_WATCH_BUFFER: usize = 65_536;
 /// Calls in flight per connection, at most.
@@ -702,6 +750,8 @@ mod tests {
             ),
             ("server.purge_every=0s", "server.purge_every"),
             ("store.batch_max=0", "store.batch_max"),
+            ("store.checkpoint_every=11m", "store.checkpoint_every"),
+            ("store.checkpoint_bytes=1024", "store.checkpoint_bytes"),
             ("server.max_calls_in_flight=0", "server.max_calls_in_flight"),
             ("server.call_timeout=0s", "server.call_timeout"),
             ("store.batch_wait=1s", "store.batch_wait"),

@@ -1,7 +1,7 @@
 //! Approved handoffs per second through the embedded store: what a real
 //! approval does (lock, load with the request id, fenced commit of the
 //! contact, the handoff index and the stored decision), by concurrent
-//! callers, on the redb file (group commit, one fsync per batch) beside the
+//! callers, on the redb file (group commit, one journal record per batch) beside the
 //! in-memory store measured in the same run, then on the file again with
 //! 10 k, 100 k and 1 M contacts already stored.
 //!
@@ -217,7 +217,7 @@ async fn main() {
         let f = run(&file, &format!("f{round}"), clients, secs).await;
         let batch = f.ops as f64 / (file.transactions() - before).max(1) as f64;
         row("in memory", &m);
-        row(&format!("redb file ({batch:.1} commits per fsync)"), &f);
+        row(&format!("redb file ({batch:.1} commits per batch)"), &f);
         rounds.push((m, f));
     }
     let ratio: f64 =

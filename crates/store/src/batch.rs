@@ -1,8 +1,13 @@
 //! Group commit for the embedded file store: every write (a decision's
 //! commit, an acknowledgement, an outcome, a health report) is queued to one
 //! writer thread, which runs whatever is waiting in one redb write
-//! transaction with one fsync, and answers each caller only once that
-//! transaction is durable.
+//! transaction, appends the rows it wrote to the journal with one sync, and
+//! answers each caller only once that record is durable.
+//!
+//! The redb commit itself is not synced: the journal already holds its rows
+//! (see [`crate::journal`]). Every [`Checkpoints::every`] one commit is made
+//! durable instead, its sync running in the background, after which the
+//! journal may drop what that commit covers.
 //!
 //! Each write runs against a staged overlay of the batch's transaction, so a
 //! write that fails leaves nothing behind while the others in its batch
@@ -15,15 +20,17 @@
 //! next one. `wait` can hold a batch open a little longer to gather more.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redb::Database;
 use tokio::sync::oneshot;
 
 use crate::StoreError;
+use crate::journal::{Journal, SyncHandle, Written};
+use crate::sync::Syncs;
 use crate::tables::{Read, Table, Write};
 
 /// Bounds on one group commit.
@@ -189,6 +196,220 @@ where
     }
 }
 
+/// How often the writer makes a redb commit durable, which lets the
+/// journal drop what it covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoints {
+    /// At most this long between checkpoints while writes come in.
+    pub every: Duration,
+    /// Or sooner, once the journal's active file holds this many bytes.
+    pub bytes: u64,
+}
+
+impl Default for Checkpoints {
+    fn default() -> Self {
+        Self {
+            every: Duration::from_secs(1),
+            bytes: 64 << 20,
+        }
+    }
+}
+
+/// What makes a batch durable: the journal, and the checkpoints that let
+/// it forget.
+pub(crate) struct Durability {
+    pub journal: Journal,
+    /// The redb file's background syncs.
+    pub syncs: Arc<Syncs>,
+    pub checkpoints: Checkpoints,
+    /// Set once a journal sync failed: the store then refuses everything.
+    pub failure: Arc<Failure>,
+}
+
+/// Why the store stopped: a journal sync failed after its batch had
+/// reached redb (in memory). Its callers were told it failed, so nothing
+/// may show it any more: reads and writes are refused, and the redb file
+/// takes no more writes, until the store is reopened and the journal,
+/// taken back to before that batch, is replayed.
+#[derive(Debug, Default)]
+pub(crate) struct Failure {
+    failed: AtomicBool,
+    why: Mutex<Option<String>>,
+}
+
+impl Failure {
+    pub(crate) fn check(&self) -> Result<(), StoreError> {
+        if !self.failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let why = self.why.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Err(StoreError::Unavailable(format!(
+            "{}; the store refuses reads and writes until it is reopened",
+            why.unwrap_or_default()
+        )))
+    }
+
+    fn set(&self, why: &str) {
+        self.why
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(|| why.to_owned());
+        self.failed.store(true, Ordering::Release);
+    }
+}
+
+/// The writer's view of durability between batches.
+struct Durable {
+    journal: Journal,
+    syncs: Arc<Syncs>,
+    checkpoints: Checkpoints,
+    failure: Arc<Failure>,
+    last_checkpoint: Instant,
+    /// The sync that makes the last checkpoint durable, while it runs.
+    syncing: Option<u64>,
+    /// Batches whose journal record waits for its sync, and their callers.
+    to_sync: mpsc::Sender<ToSync>,
+}
+
+impl Durable {
+    /// Notes a checkpoint whose sync finished: the journal file it covers
+    /// may then be reused.
+    fn catch_up(&mut self) {
+        let Some(n) = self.syncing else {
+            return;
+        };
+        match self.syncs.done(n) {
+            Some(Ok(())) => {
+                self.syncing = None;
+                self.journal.release_other();
+            }
+            // The file may have lost what the checkpoint wrote; the journal
+            // still holds all of it, so the store stops and a reopen
+            // replays it.
+            Some(Err(why)) => self.failure.set(&why),
+            None => {}
+        }
+    }
+
+    /// Whether this batch's commit should be a checkpoint.
+    fn checkpoint_due(&self) -> bool {
+        self.syncing.is_none()
+            && (self.last_checkpoint.elapsed() >= self.checkpoints.every
+                || self.journal.active_bytes() >= self.checkpoints.bytes)
+    }
+
+    /// A checkpoint's commit returned: it is durable once its sync is.
+    fn checkpointed(&mut self) {
+        self.last_checkpoint = Instant::now();
+        self.syncing = Some(self.syncs.asked());
+    }
+
+    /// Waits until every batch handed to the sync thread is answered.
+    fn drain(&self) {
+        let (done, wait) = mpsc::sync_channel(1);
+        if self.to_sync.send(ToSync::Barrier(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+
+    /// On the way out: one durable commit of everything, then a journal
+    /// with nothing to replay. After a failure nothing is committed: the
+    /// journal, as it was taken back, is replayed at the next open.
+    fn close(&mut self, db: &Database) {
+        self.drain();
+        if let Err(e) = self.failure.check() {
+            tracing::warn!(error = %e, "store closed after a failed sync");
+            return;
+        }
+        let synced = db
+            .begin_write()
+            .map_err(StoreError::unavailable)
+            .and_then(|txn| txn.commit().map_err(StoreError::unavailable))
+            .and_then(|()| self.syncs.settle().map_err(StoreError::Unavailable));
+        let reset = synced.and_then(|()| self.journal.reset());
+        if let Err(e) = reset {
+            tracing::warn!(error = %e, "store closed without a final checkpoint; its journal is replayed at the next open");
+        }
+    }
+}
+
+/// What the writer hands the journal's sync thread.
+enum ToSync {
+    /// A committed batch: answered once its record (if it wrote one) is
+    /// synced, and never before the batches handed over before it.
+    Batch {
+        jobs: Vec<Box<dyn Job>>,
+        written: Option<Written>,
+    },
+    /// Answered once everything handed over before it is.
+    Barrier(mpsc::SyncSender<()>),
+}
+
+/// The journal's sync thread: one sync covers every record written before
+/// it, so batches the writer committed meanwhile share it. A failed sync
+/// fails its batches and stops the store (see [`Failure`]).
+fn sync_batches(
+    queue: &mpsc::Receiver<ToSync>,
+    files: &[SyncHandle; 2],
+    syncs: &Syncs,
+    failure: &Failure,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        while let Ok(next) = queue.try_recv() {
+            group.push(next);
+        }
+        let mut dirty = [false; 2];
+        let mut earliest = None;
+        for item in &group {
+            if let ToSync::Batch {
+                written: Some(w), ..
+            } = item
+            {
+                dirty[w.side] = true;
+                earliest.get_or_insert(*w);
+            }
+        }
+        let mut outcome = failure.check();
+        if outcome.is_ok() {
+            for (file, _) in files.iter().zip(dirty).filter(|(_, d)| *d) {
+                if let Err(why) = file.sync() {
+                    // Replay stops at the first record of the group; the
+                    // redb file takes no more writes, so redb's close
+                    // cannot persist what it holds either.
+                    if let Some(w) = earliest
+                        && let Err(e) = files[w.side].take_back(w.at)
+                    {
+                        tracing::error!(error = %e, "cannot take back a record whose sync failed");
+                    }
+                    syncs.refuse(why.clone());
+                    failure.set(&why);
+                    tracing::error!(error = %why, "journal sync failed; the store stops");
+                    outcome = Err(StoreError::Unavailable(why));
+                    break;
+                }
+            }
+        }
+        for item in group {
+            match item {
+                ToSync::Batch { jobs, .. } => {
+                    for job in jobs {
+                        job.finish(
+                            outcome
+                                .as_ref()
+                                .map(|_| ())
+                                .map_err(|e| StoreError::Unavailable(e.to_string())),
+                        );
+                    }
+                }
+                ToSync::Barrier(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+}
+
 /// The handle to the writer thread; dropping the last one stops it once the
 /// queue is empty.
 pub(crate) struct Writer {
@@ -210,14 +431,45 @@ impl Drop for Writer {
 }
 
 impl Writer {
-    pub(crate) fn start(db: Arc<Database>, batching: Batching) -> Result<Self, StoreError> {
+    pub(crate) fn start(
+        db: Arc<Database>,
+        batching: Batching,
+        durability: Durability,
+    ) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::channel::<Box<dyn Job>>();
+        let (to_sync, synced) = mpsc::channel::<ToSync>();
         let transactions = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&transactions);
+        let cannot = |e: std::io::Error| {
+            StoreError::Unavailable(format!("cannot start the store writer: {e}"))
+        };
+        let files = durability.journal.sync_handles();
+        let (syncs, failure) = (
+            Arc::clone(&durability.syncs),
+            Arc::clone(&durability.failure),
+        );
+        let syncer = std::thread::Builder::new()
+            .name("baton-journal-sync".into())
+            .spawn(move || sync_batches(&synced, &files, &syncs, &failure))
+            .map_err(cannot)?;
+        let mut durable = Durable {
+            journal: durability.journal,
+            syncs: durability.syncs,
+            checkpoints: durability.checkpoints,
+            failure: durability.failure,
+            last_checkpoint: Instant::now(),
+            syncing: None,
+            to_sync,
+        };
         let thread = std::thread::Builder::new()
             .name("baton-store-writer".into())
-            .spawn(move || write_batches(&db, &jobs, batching, &counted))
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
+            .spawn(move || {
+                write_batches(&db, &jobs, batching, &mut durable, &counted);
+                durable.close(&db);
+                drop(durable);
+                let _ = syncer.join();
+            })
+            .map_err(cannot)?;
         Ok(Self {
             queue: Some(queue),
             thread: Some(thread),
@@ -257,6 +509,7 @@ fn write_batches(
     db: &Database,
     jobs: &mpsc::Receiver<Box<dyn Job>>,
     batching: Batching,
+    durable: &mut Durable,
     transactions: &AtomicU64,
 ) {
     let max = batching.max.max(1);
@@ -280,27 +533,60 @@ fn write_batches(
             }
         }
         transactions.fetch_add(1, Ordering::Relaxed);
-        commit_batch(db, batch);
+        commit_batch(db, batch, durable);
     }
 }
 
-/// Runs `batch` in one transaction and answers every write in it.
-fn commit_batch(db: &Database, mut batch: Vec<Box<dyn Job>>) {
-    let durable = run_batch(db, &mut batch);
-    if let Err(e) = &durable {
-        tracing::error!(error = %e, writes = batch.len(), "store batch failed; nothing in it was written");
+/// Runs `batch` in one transaction, then answers it, or hands it to the
+/// sync thread to be answered once its journal record is durable.
+fn commit_batch(db: &Database, mut batch: Vec<Box<dyn Job>>, durable: &mut Durable) {
+    match run_batch(db, &mut batch, durable) {
+        Ok(Some(written)) => {
+            let handed = ToSync::Batch {
+                jobs: batch,
+                written,
+            };
+            if let Err(mpsc::SendError(ToSync::Batch { jobs, .. })) = durable.to_sync.send(handed) {
+                finish_all(
+                    jobs,
+                    &Err(StoreError::Unavailable(
+                        "the journal sync thread has stopped".into(),
+                    )),
+                );
+            }
+        }
+        Ok(None) => finish_all(batch, &Ok(())),
+        Err(e) => {
+            tracing::error!(error = %e, writes = batch.len(), "store batch failed; nothing in it was written");
+            finish_all(batch, &Err(e));
+        }
     }
+}
+
+fn finish_all(batch: Vec<Box<dyn Job>>, outcome: &Result<(), StoreError>) {
     for job in batch {
-        let durable = match &durable {
+        job.finish(match outcome {
             Ok(()) => Ok(()),
             Err(e) => Err(StoreError::Unavailable(e.to_string())),
-        };
-        job.finish(durable);
+        });
     }
 }
 
-fn run_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
-    let txn = db.begin_write().map_err(StoreError::unavailable)?;
+/// Runs the batch's writes in one redb transaction and journals the rows
+/// they wrote. Usually the record is only written, and redb commits
+/// without a sync: `Ok(Some(record))`, for the sync thread to sync and
+/// answer. When a checkpoint is due, everything before it is synced first,
+/// then this record, then redb commits durably (its sync in the
+/// background): `Ok(None)`, durable already.
+fn run_batch(
+    db: &Database,
+    batch: &mut [Box<dyn Job>],
+    durable: &mut Durable,
+) -> Result<Option<Option<Written>>, StoreError> {
+    durable.failure.check()?;
+    durable.catch_up();
+    let mut txn = db.begin_write().map_err(StoreError::unavailable)?;
+    let mut rows = Vec::new();
     {
         let mut view = crate::embedded::RedbWrite::new(&txn);
         for job in batch.iter_mut() {
@@ -311,9 +597,36 @@ fn run_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError
             let writes = staged.into_writes();
             // A failure here may leave part of this write in the
             // transaction: the whole batch is given up rather than committed.
-            apply(&mut view, writes)?;
+            view.apply(&writes)?;
+            rows.extend(writes);
         }
     }
-    txn.commit().map_err(StoreError::unavailable)?;
-    Ok(())
+    if rows.is_empty() {
+        txn.abort().map_err(StoreError::unavailable)?;
+        // What it read may stand on batches not yet synced: it is answered
+        // after them.
+        return Ok(Some(None));
+    }
+    if durable.checkpoint_due() {
+        durable.drain();
+        durable.failure.check()?;
+        if durable.journal.can_switch() {
+            durable.journal.switch()?;
+        }
+        durable.journal.append(&rows)?;
+        if let Err(e) = txn.commit() {
+            durable.journal.retract()?;
+            return Err(StoreError::unavailable(e));
+        }
+        durable.checkpointed();
+        return Ok(None);
+    }
+    txn.set_durability(redb::Durability::None)
+        .map_err(StoreError::unavailable)?;
+    let written = durable.journal.write(&rows)?;
+    if let Err(e) = txn.commit() {
+        durable.journal.retract()?;
+        return Err(StoreError::unavailable(e));
+    }
+    Ok(Some(Some(written)))
 }

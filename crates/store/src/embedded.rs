@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use baton_policy::{ContactState, HealthReport, LearningConfig, Outcome, OutcomeWindow, UnixMs};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::batch::{self, Batching, Staged, Writer};
+use crate::batch::{self, Batching, Checkpoints, Durability, Failure, Staged, Writer};
+use crate::journal::{Journal, Replay};
+use crate::sync::Syncs;
 use crate::tables::{self, Read, Table, Write};
 use crate::{
     Acknowledged, Commit, ContactLock, Loaded, LocalLocks, OutcomeRecorded, RouteKey, Store,
@@ -138,6 +140,22 @@ impl Read for RedbWrite<'_> {
     }
 }
 
+impl RedbWrite<'_> {
+    /// Applies staged rows, in order, without copying their values.
+    pub(crate) fn apply(&mut self, rows: &[batch::Row]) -> Result<(), StoreError> {
+        for (table, key, value) in rows {
+            self.with(*table, |t| {
+                match value {
+                    Some(value) => t.insert(key.as_str(), value.as_slice()).map_err(io)?,
+                    None => t.remove(key.as_str()).map_err(io)?,
+                };
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+}
+
 impl Write for RedbWrite<'_> {
     fn put(&mut self, table: Table, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
         self.with(table, |t| {
@@ -209,6 +227,8 @@ enum Backend {
     File {
         db: Arc<Database>,
         writer: Writer,
+        /// Set when the store stopped after a failed journal sync.
+        failure: Arc<Failure>,
     },
     Memory(Arc<Mutex<Maps>>),
 }
@@ -221,6 +241,7 @@ pub struct EmbeddedStore {
     locks: LocalLocks,
     retention: Duration,
     clock: Clock,
+    replayed: usize,
 }
 
 /// How the embedded store batches and keeps what it writes.
@@ -228,6 +249,8 @@ pub struct EmbeddedStore {
 pub struct EmbeddedOptions {
     /// Group commit bounds (file store only).
     pub batching: Batching,
+    /// How often a redb commit is made durable (file store only).
+    pub checkpoints: Checkpoints,
     /// A contact with no write (decision, acknowledgement, outcome) for
     /// this long is deleted with its index entries and stored decisions.
     pub retention: Duration,
@@ -237,6 +260,7 @@ impl Default for EmbeddedOptions {
     fn default() -> Self {
         Self {
             batching: Batching::default(),
+            checkpoints: Checkpoints::default(),
             retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
@@ -259,31 +283,68 @@ impl EmbeddedStore {
         Self::open_with(dir, EmbeddedOptions::default())
     }
 
-    /// Opens (or creates) `dir/baton.redb`.
+    /// Opens (or creates) `dir/baton.redb` and its journal, putting back
+    /// into redb whatever the journal holds that it may not.
     pub fn open_with(dir: &Path, options: EmbeddedOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
-        let path = dir.join("baton.redb");
-        let db = crate::file::open_database(&path, false)?;
-        Self::from_database(db, options)
+        let path = dir.join(crate::file::FILE_NAME);
+        // The journal first: one that cannot be read stops the open before
+        // redb touches its file.
+        let (journal, replay) = Journal::open(dir)?;
+        let (db, syncs) = crate::file::open_database(&path, false)?;
+        Self::from_database(db, syncs, journal, replay, options)
     }
 
-    /// The store over an open redb database: creates the tables and starts
-    /// the writer.
-    fn from_database(db: Database, options: EmbeddedOptions) -> Result<Self, StoreError> {
+    /// The store over an open redb database and its journal: replays the
+    /// journal, creates the tables and starts the writer.
+    fn from_database(
+        db: Database,
+        syncs: Arc<Syncs>,
+        mut journal: Journal,
+        replay: Replay,
+        options: EmbeddedOptions,
+    ) -> Result<Self, StoreError> {
+        let replayed = replay.records.len();
         let txn = db.begin_write().map_err(io)?;
+        {
+            let mut view = RedbWrite::new(&txn);
+            for rows in &replay.records {
+                view.apply(rows)?;
+            }
+        }
         for table in Table::ALL {
             txn.open_table(definition(table)).map_err(io)?;
         }
         txn.commit().map_err(io)?;
+        syncs.settle().map_err(StoreError::Unavailable)?;
+        journal.reset()?;
+        if replayed > 0 {
+            tracing::warn!(
+                records = replayed,
+                "store was not shut down cleanly: its journal was replayed"
+            );
+        }
         let db = Arc::new(db);
-        let writer = Writer::start(Arc::clone(&db), options.batching)?;
+        let failure = Arc::new(Failure::default());
+        let durability = Durability {
+            journal,
+            syncs,
+            checkpoints: options.checkpoints,
+            failure: Arc::clone(&failure),
+        };
+        let writer = Writer::start(Arc::clone(&db), options.batching, durability)?;
         let store = Self {
-            backend: Backend::File { db, writer },
+            backend: Backend::File {
+                db,
+                writer,
+                failure,
+            },
             locks: LocalLocks::default(),
             retention: options.retention,
             clock: Arc::new(crate::now_ms),
+            replayed,
         };
         let keep = store.keep();
         let indexed = store.write_now(move |w| tables::index_untracked(w, keep))?;
@@ -296,8 +357,14 @@ impl EmbeddedStore {
         Ok(store)
     }
 
-    /// Write transactions the file store committed so far (each one fsync,
-    /// however many writes its batch held); 0 in memory.
+    /// Journal records the open put back into redb (0 after a clean
+    /// shutdown, and in memory).
+    pub fn replayed(&self) -> usize {
+        self.replayed
+    }
+
+    /// Write transactions the file store committed so far (each one
+    /// journal sync, however many writes its batch held); 0 in memory.
     pub fn transactions(&self) -> u64 {
         match &self.backend {
             Backend::File { writer, .. } => writer.transactions(),
@@ -317,6 +384,7 @@ impl EmbeddedStore {
             locks: LocalLocks::default(),
             retention: options.retention,
             clock: Arc::new(crate::now_ms),
+            replayed: 0,
         }
     }
 
@@ -361,7 +429,10 @@ impl EmbeddedStore {
 
     fn read<T>(&self, f: impl FnOnce(&dyn Read) -> Result<T, StoreError>) -> Result<T, StoreError> {
         match &self.backend {
-            Backend::File { db, .. } => f(&RedbRead(db.begin_read().map_err(io)?)),
+            Backend::File { db, failure, .. } => {
+                failure.check()?;
+                f(&RedbRead(db.begin_read().map_err(io)?))
+            }
             Backend::Memory(maps) => f(&*maps.lock().unwrap_or_else(|p| p.into_inner())),
         }
     }
@@ -517,7 +588,6 @@ mod tests {
     use super::*;
     use crate::StoredDecision;
     use baton_policy::{Config, ContextPacket, Decision, EntryKind, Verdict};
-    use redb::Database;
 
     fn verdict() -> Verdict {
         Verdict {
@@ -860,44 +930,16 @@ mod tests {
         }
     }
 
-    /// A storage backend whose fsync fails once `fail` is set.
-    #[derive(Debug)]
-    struct FailingSync {
-        inner: redb::backends::InMemoryBackend,
-        fail: Arc<std::sync::atomic::AtomicBool>,
-    }
-
-    impl redb::StorageBackend for FailingSync {
-        fn len(&self) -> std::io::Result<u64> {
-            self.inner.len()
-        }
-        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-            self.inner.read(offset, out)
-        }
-        fn set_len(&self, len: u64) -> std::io::Result<()> {
-            self.inner.set_len(len)
-        }
-        fn sync_data(&self) -> std::io::Result<()> {
-            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(std::io::Error::other("injected fsync failure"));
-            }
-            self.inner.sync_data()
-        }
-        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-            self.inner.write(offset, data)
-        }
-    }
-
-    /// When a batch's fsync fails, every caller in it gets an error, and
-    /// nothing of it is approved: no contact, decision or handoff is there.
+    /// When a batch's journal sync fails, every caller in it gets an
+    /// error, and nothing of it is approved: no contact, decision or
+    /// handoff is shown, now or after a reopen.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_fsync_fails_every_write_in_its_batch() {
+        let dir = baton_test_support::TempDir::new("failed-sync");
         let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let backend = FailingSync {
-            inner: redb::backends::InMemoryBackend::new(),
-            fail: Arc::clone(&fail),
-        };
-        let db = Database::builder().create_with_backend(backend).unwrap();
+        let journal = crate::journal::flaky(dir.path(), &fail);
+        let (db, syncs) =
+            crate::file::open_database(&dir.path().join("baton.redb"), false).unwrap();
         let options = EmbeddedOptions {
             batching: Batching {
                 max: 64,
@@ -905,7 +947,11 @@ mod tests {
             },
             ..Default::default()
         };
-        let store = Arc::new(EmbeddedStore::from_database(db, options).unwrap());
+        let replay = Replay {
+            records: Vec::new(),
+        };
+        let store =
+            Arc::new(EmbeddedStore::from_database(db, syncs, journal, replay, options).unwrap());
         fail.store(true, std::sync::atomic::Ordering::SeqCst);
         let before = store.transactions();
         let mut tasks = Vec::new();
@@ -920,13 +966,25 @@ mod tests {
         for task in tasks {
             let err = task.await.unwrap().unwrap_err();
             assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+            assert!(err.to_string().contains("injected fsync failure"), "{err}");
         }
         assert!(store.transactions() - before < 8, "the writes were batched");
-        for i in 0..8 {
-            let c = format!("c{i}");
-            // Its handoff lived in its history: nothing of it is left.
-            assert_eq!(store.contact(&c).await.unwrap(), None);
+        // The batch reached redb before its sync failed: the store shows
+        // none of it, refusing reads and writes until it is reopened.
+        let refused = store.contact("c0").await.unwrap_err().to_string();
+        assert!(refused.contains("until it is reopened"), "{refused}");
+        let lock = store.lock("c9", Duration::from_secs(1)).await.unwrap();
+        assert!(store.commit(lock, handed_over("c9")).await.is_err());
+        drop(store);
+        // Reopened, nothing of the batch is there (its handoffs lived in
+        // the contacts' history), and the store works again.
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        for i in 0..10 {
+            assert_eq!(store.contact(&format!("c{i}")).await.unwrap(), None);
         }
+        let lock = store.lock("c1", Duration::from_secs(1)).await.unwrap();
+        store.commit(lock, handed_over("c1")).await.unwrap();
+        assert!(store.contact("c1").await.unwrap().is_some());
     }
 
     /// A clock the test moves by hand.
@@ -1027,8 +1085,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_file_stops_growing_under_churn() {
         let dir = temp_dir("churn");
+        // A checkpoint whenever the last one is synced, so the file shows
+        // what each round left (and the journal files stay small).
         let options = EmbeddedOptions {
             retention: Duration::from_millis(1_000),
+            checkpoints: Checkpoints {
+                every: Duration::ZERO,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let (now, clock) = manual_clock();

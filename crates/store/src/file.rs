@@ -28,6 +28,8 @@ use redb::{
 };
 
 use crate::StoreError;
+use crate::batch::Row;
+use crate::sync::{BackgroundSync, Syncs};
 use crate::tables::Table;
 
 /// The store's file name in the data directory.
@@ -40,6 +42,9 @@ const HEADER_LEN: u64 = 320;
 /// Memory redb may cache while it examines a file.
 const SCRATCH_CACHE: usize = 16 << 20;
 
+/// The open store file, and the handle on its background syncs.
+pub(crate) type Opened = (Database, Arc<Syncs>);
+
 /// Opens the store file at `path`, creating it when missing.
 ///
 /// Refuses, without writing a byte to it, a file that holds no data (empty,
@@ -47,39 +52,35 @@ const SCRATCH_CACHE: usize = 16 << 20;
 /// and one whose integrity check fails; the check reads the whole file once.
 /// With `repair`, a damaged file redb can repair is first copied to
 /// `baton.redb.bak-<unix seconds>` beside it, then repaired in place.
-pub(crate) fn open_database(path: &Path, repair: bool) -> Result<Database, StoreError> {
-    open(path, repair).map(|(db, _)| db)
+pub(crate) fn open_database(path: &Path, repair: bool) -> Result<Opened, StoreError> {
+    open(path, repair).map(|(db, syncs, _)| (db, syncs))
 }
 
 /// [`open_database`], also returning the backup `repair` made.
-fn open(path: &Path, repair: bool) -> Result<(Database, Option<PathBuf>), StoreError> {
+fn open(path: &Path, repair: bool) -> Result<(Database, Arc<Syncs>, Option<PathBuf>), StoreError> {
     let bytes = match std::fs::metadata(path) {
         Ok(meta) => meta.len(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let db = guarded(|| Builder::new().create(path))
-                .map_err(|p| unavailable(damaged(path, &p)))?
-                .map_err(|e| open_error(path, &e))?;
-            return Ok((db, None));
+            let (db, syncs) = backed(path, &Builder::new(), true)?;
+            return Ok((db, syncs, None));
         }
         Err(e) => return Err(unavailable(format!("cannot read {}: {e}", path.display()))),
     };
     if bytes < HEADER_LEN {
         return Err(unavailable(no_data(path, bytes)));
     }
-    let found = examine(path)?;
+    let found = examine(path, &[])?;
     match &found.integrity {
         Integrity::Intact => {
             let recovered = Arc::new(AtomicBool::new(false));
-            let db = guarded(|| builder(&recovered, false).open(path))
-                .map_err(|p| unavailable(damaged(path, &p)))?
-                .map_err(|e| open_error(path, &e))?;
+            let (db, syncs) = backed(path, &builder(&recovered, false), false)?;
             if recovered.load(Ordering::Relaxed) {
                 tracing::warn!(
                     path = %path.display(),
                     "store was not shut down cleanly: redb recovered it"
                 );
             }
-            Ok((db, None))
+            Ok((db, syncs, None))
         }
         Integrity::Repairable(_) if repair => {
             let backup = back_up(path)?;
@@ -108,7 +109,12 @@ fn open(path: &Path, repair: bool) -> Result<(Database, Option<PathBuf>), StoreE
                 backup = %backup.display(),
                 "store repaired by redb"
             );
-            Ok((db, Some(backup)))
+            // Opened again as any sound file is, with its syncs in the
+            // background.
+            drop(db);
+            let (db, syncs) = backed(path, &builder(&recovered, false), false)
+                .map_err(|e| kept(e.to_string()))?;
+            Ok((db, syncs, Some(backup)))
         }
         _ => Err(unavailable(refusal(path, &found))),
     }
@@ -126,10 +132,14 @@ pub struct CheckReport {
     /// The file was not shut down cleanly: redb recovers it on open.
     pub needed_repair: bool,
     pub integrity: Integrity,
-    /// Rows per table, in what redb reads (after its repair, if it needs one).
+    /// Rows per table, as the router would serve them: what redb reads
+    /// (after its repair, if it needs one) with the journal replayed.
     pub tables: Vec<(&'static str, Result<u64, String>)>,
-    /// The copy of the file `--repair` kept before repairing it.
+    /// Journal records the router replays at start, or why it cannot.
+    pub journal: Result<usize, String>,
+    /// The copies of the files `--repair` kept before repairing them.
     pub backup: Option<PathBuf>,
+    pub journal_backups: Vec<PathBuf>,
 }
 
 /// The result of redb's integrity check.
@@ -147,7 +157,7 @@ pub enum Integrity {
 impl CheckReport {
     /// Whether the router would start on this file as it is.
     pub fn readable(&self) -> bool {
-        self.opened && self.integrity == Integrity::Intact
+        self.opened && self.integrity == Integrity::Intact && self.journal.is_ok()
     }
 }
 
@@ -177,8 +187,16 @@ impl fmt::Display for CheckReport {
                  away to start a new store"
             )?,
         }
+        match &self.journal {
+            Ok(0) => writeln!(f, "journal: nothing to replay")?,
+            Ok(n) => writeln!(
+                f,
+                "journal: {n} records not yet in the file; the router replays them at start"
+            )?,
+            Err(why) => writeln!(f, "journal: unreadable: {why}")?,
+        }
         if !self.tables.is_empty() {
-            let after = if self.readable() {
+            let after = if self.opened && self.integrity == Integrity::Intact {
                 ""
             } else {
                 " (after repair)"
@@ -194,6 +212,13 @@ impl fmt::Display for CheckReport {
         if let Some(backup) = &self.backup {
             writeln!(f, "backup of the file before repair: {}", backup.display())?;
         }
+        for backup in &self.journal_backups {
+            writeln!(
+                f,
+                "backup of a journal file before repair: {}",
+                backup.display()
+            )?;
+        }
         Ok(())
     }
 }
@@ -202,11 +227,18 @@ impl fmt::Display for CheckReport {
 /// lets redb repair a damaged file it can repair, keeping a copy of it.
 pub fn check(dir: &Path, repair: bool) -> Result<CheckReport, StoreError> {
     let path = dir.join(FILE_NAME);
+    let journal_backups = if repair {
+        crate::journal::repair(dir)?
+    } else {
+        Vec::new()
+    };
+    let journal = crate::journal::read(dir).map_err(|e| e.to_string());
+    let replay = journal.as_deref().unwrap_or_default();
     let bytes = std::fs::metadata(&path)
         .map_err(|e| unavailable(format!("cannot read {}: {e}", path.display())))?
         .len();
-    if bytes < HEADER_LEN {
-        return Ok(CheckReport {
+    let mut report = if bytes < HEADER_LEN {
+        CheckReport {
             path: path.clone(),
             bytes,
             opened: false,
@@ -214,21 +246,46 @@ pub fn check(dir: &Path, repair: bool) -> Result<CheckReport, StoreError> {
             needed_repair: false,
             integrity: Integrity::Damaged("no redb header".into()),
             tables: Vec::new(),
+            journal: Ok(0),
             backup: None,
-        });
-    }
-    let found = examine(&path)?;
-    if !(repair && matches!(found.integrity, Integrity::Repairable(_))) {
-        return Ok(found.report(path, bytes));
-    }
-    let (db, backup) = open(&path, true)?;
-    drop(db);
-    let bytes = std::fs::metadata(&path)
-        .map_err(|e| unavailable(format!("cannot read {}: {e}", path.display())))?
-        .len();
-    let mut report = examine(&path)?.report(path, bytes);
-    report.backup = backup;
+            journal_backups: Vec::new(),
+        }
+    } else {
+        let found = examine(&path, replay)?;
+        if repair && matches!(found.integrity, Integrity::Repairable(_)) {
+            let (db, _, backup) = open(&path, true)?;
+            drop(db);
+            let bytes = std::fs::metadata(&path)
+                .map_err(|e| unavailable(format!("cannot read {}: {e}", path.display())))?
+                .len();
+            let mut report = examine(&path, replay)?.report(path, bytes);
+            report.backup = backup;
+            report
+        } else {
+            found.report(path, bytes)
+        }
+    };
+    report.journal = journal.map(|records| records.len());
+    report.journal_backups = journal_backups;
     Ok(report)
+}
+
+/// Opens (or, with `new`, creates) the file through a [`BackgroundSync`]
+/// backend.
+fn backed(path: &Path, builder: &Builder, new: bool) -> Result<(Database, Arc<Syncs>), StoreError> {
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(new)
+        .open(path)
+        .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?;
+    let backend = FileBackend::new(file).map_err(|e| open_error(path, &e))?;
+    let (backend, syncs) = BackgroundSync::new(backend)
+        .map_err(|e| unavailable(format!("cannot start the store's sync thread: {e}")))?;
+    let db = guarded(|| builder.create_with_backend(backend))
+        .map_err(|p| unavailable(damaged(path, &p)))?
+        .map_err(|e| open_error(path, &e))?;
+    Ok((db, syncs))
 }
 
 /// What redb made of a file, on a [`Scratch`] view of it.
@@ -250,7 +307,9 @@ impl Found {
             needed_repair: self.needed_repair,
             integrity: self.integrity,
             tables: self.tables,
+            journal: Ok(0),
             backup: None,
+            journal_backups: Vec::new(),
         }
     }
 }
@@ -259,7 +318,7 @@ impl Found {
 /// when the open fails, opens it again with the check on open, which is
 /// how redb repairs what it can. All on a scratch view: the file is left
 /// as it was.
-fn examine(path: &Path) -> Result<Found, StoreError> {
+fn examine(path: &Path, replay: &[Vec<Row>]) -> Result<Found, StoreError> {
     let recovered = Arc::new(AtomicBool::new(false));
     let scratch = || {
         Scratch::open(path).map_err(|e| unavailable(format!("cannot read {}: {e}", path.display())))
@@ -276,7 +335,7 @@ fn examine(path: &Path) -> Result<Found, StoreError> {
             };
             let tables = match integrity {
                 Integrity::Damaged(_) => Vec::new(),
-                _ => count_rows(&db),
+                _ => count_rows(&replayed(db, replay)),
             };
             return Ok(Found {
                 opened: true,
@@ -298,7 +357,10 @@ fn examine(path: &Path) -> Result<Found, StoreError> {
     let view = scratch()?;
     let outcome = guarded(|| scratch_builder(&checked, true).create_with_backend(view));
     let (integrity, tables) = match outcome {
-        Ok(Ok(db)) => (Integrity::Repairable(problem.clone()), count_rows(&db)),
+        Ok(Ok(db)) => (
+            Integrity::Repairable(problem.clone()),
+            count_rows(&replayed(db, replay)),
+        ),
         Ok(Err(e)) => (Integrity::Damaged(e.to_string()), Vec::new()),
         Err(panicked) => (Integrity::Damaged(panicked), Vec::new()),
     };
@@ -309,6 +371,29 @@ fn examine(path: &Path) -> Result<Found, StoreError> {
         integrity,
         tables,
     })
+}
+
+/// The database with the journal's records applied, as the router applies
+/// them at start; on a scratch view, so the file is not written. Left as it
+/// was when redb refuses them (the count then shows the file alone).
+fn replayed(db: Database, replay: &[Vec<Row>]) -> Database {
+    if replay.is_empty() {
+        return db;
+    }
+    let applied = guarded(|| {
+        let txn = db.begin_write().map_err(StoreError::unavailable)?;
+        {
+            let mut view = crate::embedded::RedbWrite::new(&txn);
+            for rows in replay {
+                view.apply(rows)?;
+            }
+        }
+        txn.commit().map_err(StoreError::unavailable)
+    });
+    if let Ok(Err(e)) | Err(e) = applied.map_err(StoreError::Unavailable) {
+        tracing::warn!(error = %e, "cannot apply the journal to the store's copy");
+    }
+    db
 }
 
 fn count_rows(db: &Database) -> Vec<(&'static str, Result<u64, String>)> {
@@ -387,15 +472,18 @@ fn quiet_panics() {
     });
 }
 
-/// Copies the file to `baton.redb.bak-<unix seconds>` beside it, synced.
-fn back_up(path: &Path) -> Result<PathBuf, StoreError> {
+/// Copies the file to `<name>.bak-<unix seconds>` beside it, synced.
+pub(crate) fn back_up(path: &Path) -> Result<PathBuf, StoreError> {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let mut backup = path.with_file_name(format!("{FILE_NAME}.bak-{secs}"));
+    let name = path
+        .file_name()
+        .map_or_else(|| FILE_NAME.into(), |n| n.to_string_lossy());
+    let mut backup = path.with_file_name(format!("{name}.bak-{secs}"));
     let mut n = 1;
     while backup.exists() {
-        backup = path.with_file_name(format!("{FILE_NAME}.bak-{secs}-{n}"));
+        backup = path.with_file_name(format!("{name}.bak-{secs}-{n}"));
         n += 1;
     }
     let copied = std::fs::copy(path, &backup)

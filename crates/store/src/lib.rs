@@ -12,7 +12,9 @@ mod embedded;
 mod error;
 pub mod etcd;
 mod file;
+mod journal;
 mod locks;
+mod sync;
 mod tables;
 
 use std::time::Duration;
@@ -24,7 +26,7 @@ use baton_policy::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use batch::Batching;
+pub use batch::{Batching, Checkpoints};
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::StoreError;
 pub use etcd::{EtcdOptions, EtcdStore};

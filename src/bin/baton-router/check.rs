@@ -1,17 +1,19 @@
-//! `baton-router check`: what redb makes of the embedded store's file,
-//! without changing it; with `--repair`, redb repairs what it can after the
-//! file is copied aside.
+//! `baton-router check`: what redb makes of the embedded store's file, and
+//! what its journal would replay, without changing either; with `--repair`,
+//! each damaged one is repaired as far as it can be after a copy is kept.
 
 use std::path::PathBuf;
 
 use clap::Parser;
 
-/// Check the embedded store's file, `baton.redb` in the data directory.
+/// Check the embedded store's file, `baton.redb` in the data directory, and
+/// its journal, `baton.journal.0` and `.1`.
 ///
-/// Prints whether redb opens it, whether it was shut down cleanly, the
-/// result of redb's integrity check, and the rows of each table. Exits 0
-/// when the router would start on the file as it is, 1 otherwise. The file
-/// is left as it is unless `--repair` is given.
+/// Prints whether redb opens the file, whether it was shut down cleanly, the
+/// result of redb's integrity check, how many journal records the router
+/// would replay at start, and the rows of each table as the router would
+/// serve them. Exits 0 when the router would start on them as they are, 1
+/// otherwise. Nothing is changed unless `--repair` is given.
 #[derive(Debug, Parser)]
 #[command(name = "baton-router check")]
 pub struct CheckArgs {
@@ -19,8 +21,10 @@ pub struct CheckArgs {
     #[arg(long, env = "BATON_DATA_DIR")]
     data_dir: PathBuf,
     /// Let redb repair a damaged file it can repair, which may lose the
-    /// latest writes; the file is first copied to `baton.redb.bak-<unix
-    /// seconds>` beside it. A file redb cannot repair is left untouched.
+    /// latest writes, and cut a journal damaged before its last record at
+    /// the damage (what follows it is not replayed). Each file is first
+    /// copied to `<name>.bak-<unix seconds>` beside it. A file redb cannot
+    /// repair is left untouched.
     #[arg(long)]
     repair: bool,
 }
