@@ -1,7 +1,8 @@
 //! The embedded store's write-ahead journal: what makes a batch durable.
 //!
-//! A batch's rows are appended to the journal with one `fdatasync` of a few
-//! sequential pages; redb then takes them in a commit that is not synced.
+//! A batch's rows are appended to the journal and redb takes them in a
+//! commit that is not synced; one `fdatasync` of the journal (a few
+//! sequential pages) then makes every batch written before it durable.
 //! Every `store.checkpoint_every` the writer makes one redb commit durable,
 //! which covers everything journalled before it, and the journal moves on.
 //! A crash loses neither: at open, what the journal holds is put back into
@@ -122,12 +123,14 @@ pub(crate) struct Replay {
 impl Journal {
     /// Opens (creating when missing) the journal files in `dir` and reads
     /// what they hold. The caller puts that into redb, makes it durable,
-    /// then calls [`Journal::reset`] before the first append. Refuses, naming the file, a journal damaged before
-    /// its last record: that is not a write a crash cut short.
+    /// then calls [`Journal::reset`] before the first append. Refuses,
+    /// naming the file, a journal damaged before its last record: that is
+    /// not a write a crash cut short.
     pub(crate) fn open(dir: &Path) -> Result<(Self, Replay), StoreError> {
         let [p0, p1] = paths(dir);
         let mut found = Vec::new();
         let mut sides = Vec::new();
+        let created = !p0.exists() || !p1.exists();
         for path in [p0, p1] {
             let file = File::options()
                 .read(true)
@@ -143,6 +146,12 @@ impl Journal {
                 path,
                 medium: Arc::new(file),
             });
+        }
+        if created {
+            // A new file's name must survive a crash as its records do.
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| unavailable(format!("cannot sync {}: {e}", dir.display())))?;
         }
         let records = chain(&sides[0].path, &found[0], &sides[1].path, &found[1])?;
         let next_seq = found
