@@ -987,6 +987,96 @@ mod tests {
         assert!(store.contact("c1").await.unwrap().is_some());
     }
 
+    /// Memory whose syncs fail once `fail` is set.
+    #[derive(Debug)]
+    struct FailingSync {
+        inner: redb::backends::InMemoryBackend,
+        fail: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl redb::StorageBackend for FailingSync {
+        fn len(&self) -> std::io::Result<u64> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.inner.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(std::io::Error::other("injected file sync failure"));
+            }
+            self.inner.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.inner.write(offset, data)
+        }
+    }
+
+    /// When a checkpoint's sync of the redb file fails, the writes it
+    /// covered were already answered from the journal, which keeps them:
+    /// the store stops (reads and writes refused until it is reopened),
+    /// and the journal still holds what the file may have lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_checkpoint_stops_the_store_and_the_journal_keeps_its_writes() {
+        let dir = baton_test_support::TempDir::new("failed-checkpoint");
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let backend = FailingSync {
+            inner: redb::backends::InMemoryBackend::new(),
+            fail: Arc::clone(&fail),
+        };
+        let (backend, syncs) = crate::sync::BackgroundSync::new(backend).unwrap();
+        let db = Database::builder().create_with_backend(backend).unwrap();
+        let (journal, replay) = Journal::open(dir.path()).unwrap();
+        // Every batch is a checkpoint once the last one's sync is done.
+        let options = EmbeddedOptions {
+            checkpoints: Checkpoints {
+                every: Duration::ZERO,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let store = EmbeddedStore::from_database(db, syncs, journal, replay, options).unwrap();
+        fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        let lock = store.lock("c1", Duration::from_secs(1)).await.unwrap();
+        store.commit(lock, handed_over("c1")).await.unwrap();
+
+        // The next write learns of the failed sync, at the latest the one
+        // after it: from then on the store refuses.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut tries = 0;
+        let stopped = loop {
+            tries += 1;
+            let c = format!("c2-{tries}");
+            let lock = store.lock(&c, Duration::from_secs(1)).await.unwrap();
+            if let Err(e) = store.commit(lock, handed_over(&c)).await {
+                break e;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the store kept taking writes"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert!(
+            stopped.to_string().contains("injected file sync failure"),
+            "{stopped}"
+        );
+        let refused = store.contact("c1").await.unwrap_err().to_string();
+        assert!(refused.contains("until it is reopened"), "{refused}");
+
+        let kept: Vec<String> = crate::journal::read(dir.path())
+            .unwrap()
+            .into_iter()
+            .flatten()
+            .filter(|(table, _, _)| *table == Table::Contacts)
+            .map(|(_, key, _)| key)
+            .collect();
+        assert!(kept.contains(&"c1".to_owned()), "{kept:?}");
+    }
+
     /// A clock the test moves by hand.
     fn manual_clock() -> (Arc<std::sync::atomic::AtomicI64>, Clock) {
         let now = Arc::new(std::sync::atomic::AtomicI64::new(0));

@@ -17,7 +17,6 @@ use std::ops::Bound;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
 
 /// Sync requests and completions, shared by the backend, its thread and
@@ -95,14 +94,14 @@ impl Syncs {
 /// A redb file whose syncs run in the background.
 #[derive(Debug)]
 pub(crate) struct BackgroundSync {
-    file: Arc<FileBackend>,
+    file: Arc<dyn StorageBackend>,
     syncs: Arc<Syncs>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl BackgroundSync {
-    pub(crate) fn new(file: FileBackend) -> std::io::Result<(Self, Arc<Syncs>)> {
-        let file = Arc::new(file);
+    pub(crate) fn new(file: impl StorageBackend) -> std::io::Result<(Self, Arc<Syncs>)> {
+        let file: Arc<dyn StorageBackend> = Arc::new(file);
         let syncs = Arc::new(Syncs::default());
         let thread = {
             let (file, syncs) = (Arc::clone(&file), Arc::clone(&syncs));
@@ -125,7 +124,7 @@ impl BackgroundSync {
 }
 
 /// The sync thread: one `fdatasync` covers every request made before it.
-fn run(file: &FileBackend, syncs: &Syncs) {
+fn run(file: &Arc<dyn StorageBackend>, syncs: &Syncs) {
     let mut state = syncs.state();
     loop {
         while state.done >= state.asked && !state.stop {
@@ -227,5 +226,90 @@ impl Drop for BackgroundSync {
         {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// Memory whose syncs take a while, and fail once `fail` is set.
+    #[derive(Debug, Default)]
+    struct SlowSync {
+        inner: redb::backends::InMemoryBackend,
+        fail: Arc<AtomicBool>,
+        syncs: Arc<AtomicUsize>,
+    }
+
+    impl StorageBackend for SlowSync {
+        fn len(&self) -> std::io::Result<u64> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.inner.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            self.syncs.fetch_add(1, Ordering::SeqCst);
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("injected fsync failure"));
+            }
+            Ok(())
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.inner.write(offset, data)
+        }
+    }
+
+    #[test]
+    fn a_sync_returns_at_once_and_the_next_write_waits_for_it() {
+        let backend = SlowSync::default();
+        let synced = Arc::clone(&backend.syncs);
+        let (file, syncs) = BackgroundSync::new(backend).unwrap();
+        file.set_len(64).unwrap();
+        file.write(0, &[1; 16]).unwrap();
+        let started = std::time::Instant::now();
+        file.sync_data().unwrap();
+        let n = syncs.asked();
+        assert_eq!(syncs.done(n), None, "the sync is still running");
+        // The next write lands only once the sync covering the first did.
+        file.write(16, &[2; 16]).unwrap();
+        assert!(started.elapsed() >= std::time::Duration::from_millis(50));
+        assert_eq!(synced.load(Ordering::SeqCst), 1);
+        assert_eq!(syncs.done(n), Some(Ok(())));
+        let mut out = [0; 32];
+        file.read(0, &mut out).unwrap();
+        assert_eq!(out[..16], [1; 16]);
+        assert_eq!(out[16..], [2; 16]);
+        file.close().unwrap();
+    }
+
+    #[test]
+    fn a_failed_sync_fails_every_later_write_and_sync() {
+        let backend = SlowSync::default();
+        backend.fail.store(true, Ordering::SeqCst);
+        let (file, syncs) = BackgroundSync::new(backend).unwrap();
+        file.set_len(64).unwrap();
+        file.write(0, &[1; 16]).unwrap();
+        file.sync_data().unwrap();
+        let n = syncs.asked();
+        let err = syncs.settle().unwrap_err();
+        assert!(err.contains("injected fsync failure"), "{err}");
+        assert!(matches!(syncs.done(n), Some(Err(_))));
+        assert!(file.write(16, &[2; 16]).is_err());
+        assert!(file.set_len(128).is_err());
+        assert!(file.sync_data().is_err());
+    }
+
+    #[test]
+    fn a_refused_file_takes_no_more_writes() {
+        let (file, syncs) = BackgroundSync::new(SlowSync::default()).unwrap();
+        syncs.refuse("the journal could not be synced".into());
+        let err = file.write(0, &[1]).unwrap_err().to_string();
+        assert!(err.contains("the journal could not be synced"), "{err}");
     }
 }
