@@ -1,8 +1,10 @@
 //! Group commit for the embedded file store: every write (a decision's
 //! commit, an acknowledgement, an outcome, a health report) is queued to one
 //! writer thread, which runs whatever is waiting in one redb write
-//! transaction, appends the rows it wrote to the journal with one sync, and
-//! answers each caller only once that record is durable.
+//! transaction, writes the rows it changed to the journal as one record, and
+//! commits. A second thread syncs the journal, one sync for every record
+//! written since the last, and answers each caller only once its record is
+//! durable, in the order the batches were committed.
 //!
 //! The redb commit itself is not synced: the journal already holds its rows
 //! (see [`crate::journal`]). Every [`Checkpoints::every`] one commit is made
@@ -15,9 +17,10 @@
 //! commits under its contact lock, which is released only after its batch is
 //! durable, and acknowledgements and outcomes take the same lock.
 //!
-//! Without contention a batch holds one write and costs what it did before;
-//! under load, writes that arrive while a batch is being synced form the
-//! next one. `wait` can hold a batch open a little longer to gather more.
+//! Without contention a batch holds one write and is answered after one
+//! journal sync; under load, writes that arrive while a batch is being
+//! committed form the next one. `wait` can hold a batch open a little longer
+//! to gather more.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
