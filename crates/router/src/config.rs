@@ -223,6 +223,11 @@ pub struct StoreConfig {
     /// A checkpoint also comes once the journal's current file holds this
     /// many bytes, bounding the journal on disk (two files) and the replay.
     pub checkpoint_bytes: u64,
+    /// How long one redb transaction takes batches before it commits (in
+    /// memory); readers see its rows meanwhile. Longer: less CPU per
+    /// write, more rows held in memory. 0s commits every batch.
+    #[serde(with = "humantime_serde")]
+    pub commit_every: Duration,
     /// A contact with no handoff, acknowledgement or outcome for this long
     /// is deleted, with its handoff index, stored decisions and deferral;
     /// so is an outcome window no outcome reached. At least the longest
@@ -239,6 +244,7 @@ impl Default for StoreConfig {
             batch_wait: defaults.batching.wait,
             checkpoint_every: defaults.checkpoints.every,
             checkpoint_bytes: defaults.checkpoints.bytes,
+            commit_every: defaults.checkpoints.commit_every,
             retention: defaults.retention,
         }
     }
@@ -255,6 +261,7 @@ impl StoreConfig {
             checkpoints: baton_store::Checkpoints {
                 every: self.checkpoint_every,
                 bytes: self.checkpoint_bytes,
+                commit_every: self.commit_every,
             },
             retention: self.retention,
         }
@@ -394,6 +401,10 @@ impl RouterConfig {
         duration("store.batch_wait", s.batch_wait, false)?;
         if s.batch_wait > MAX_BATCH_WAIT {
             return Err(invalid("store.batch_wait", "must be at most 100ms").into());
+        }
+        duration("store.commit_every", s.commit_every, false)?;
+        if s.commit_every > MAX_COMMIT_EVERY {
+            return Err(invalid("store.commit_every", "must be at most 1s").into());
         }
         duration("store.checkpoint_every", s.checkpoint_every, false)?;
         if s.checkpoint_every > MAX_CHECKPOINT_EVERY {
@@ -562,6 +573,8 @@ const MAX_CALLS_IN_FLIGHT: usize = 1 << 24;
 const MAX_BATCH: usize = 65_536;
 /// The longest a store batch may wait for more writes.
 const MAX_BATCH_WAIT: Duration = Duration::from_millis(100);
+/// The longest redb's transaction may take batches before it commits.
+const MAX_COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// The longest a store checkpoint interval may be.
 const MAX_CHECKPOINT_EVERY: Duration = Duration::from_secs(600);
 /// Journal bytes that trigger a checkpoint: 64 KiB ..= 4 GiB.
@@ -751,6 +764,7 @@ mod tests {
             ("server.purge_every=0s", "server.purge_every"),
             ("store.batch_max=0", "store.batch_max"),
             ("store.checkpoint_every=11m", "store.checkpoint_every"),
+            ("store.commit_every=2s", "store.commit_every"),
             ("store.checkpoint_bytes=1024", "store.checkpoint_bytes"),
             ("server.max_calls_in_flight=0", "server.max_calls_in_flight"),
             ("server.call_timeout=0s", "server.call_timeout"),

@@ -33,6 +33,7 @@ use tokio::sync::oneshot;
 
 use crate::StoreError;
 use crate::journal::{Journal, SyncHandle, Written};
+use crate::pending::Pending;
 use crate::sync::Syncs;
 use crate::tables::{Read, Table, Write};
 
@@ -199,14 +200,18 @@ where
     }
 }
 
-/// How often the writer makes a redb commit durable, which lets the
-/// journal drop what it covers.
+/// How often the writer commits redb's transaction, and how often it makes
+/// a commit durable, which lets the journal drop what it covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checkpoints {
     /// At most this long between checkpoints while writes come in.
     pub every: Duration,
     /// Or sooner, once the journal's active file holds this many bytes.
     pub bytes: u64,
+    /// How long one redb transaction takes batches before it commits (in
+    /// memory, unsynced); readers see its rows meanwhile through
+    /// [`crate::pending`]. Zero commits every batch.
+    pub commit_every: Duration,
 }
 
 impl Default for Checkpoints {
@@ -214,6 +219,7 @@ impl Default for Checkpoints {
         Self {
             every: Duration::from_secs(1),
             bytes: 64 << 20,
+            commit_every: Duration::from_millis(20),
         }
     }
 }
@@ -227,6 +233,8 @@ pub(crate) struct Durability {
     pub checkpoints: Checkpoints,
     /// Set once a journal sync failed: the store then refuses everything.
     pub failure: Arc<Failure>,
+    /// Rows of the open transaction, for readers.
+    pub pending: Arc<Pending>,
 }
 
 /// Why the store stopped: a journal sync failed after its batch had
@@ -272,6 +280,9 @@ struct Durable {
     syncing: Option<u64>,
     /// Batches whose journal record waits for its sync, and their callers.
     to_sync: mpsc::Sender<ToSync>,
+    /// redb's transaction while it takes batches, and since when.
+    open: Option<(redb::WriteTransaction, Instant)>,
+    pending: Arc<Pending>,
 }
 
 impl Durable {
@@ -315,20 +326,35 @@ impl Durable {
         }
     }
 
+    /// Stops the store after a failure that may have left rows in the open
+    /// transaction whose batches were answered from the journal: nothing
+    /// more is read, written or committed until the store is reopened and
+    /// the journal replayed.
+    fn stop(&mut self, why: &str) {
+        self.failure.set(why);
+        self.syncs.refuse(why.to_owned());
+        self.open = None;
+        tracing::error!(error = %why, "store write failed; the store stops until it is reopened");
+    }
+
     /// On the way out: one durable commit of everything, then a journal
     /// with nothing to replay. After a failure nothing is committed: the
     /// journal, as it was taken back, is replayed at the next open.
     fn close(&mut self, db: &Database) {
         self.drain();
         if let Err(e) = self.failure.check() {
-            tracing::warn!(error = %e, "store closed after a failed sync");
+            self.open = None;
+            tracing::warn!(error = %e, "store closed after a failed write");
             return;
         }
-        let synced = db
-            .begin_write()
-            .map_err(StoreError::unavailable)
+        let txn = match self.open.take() {
+            Some((txn, _)) => Ok(txn),
+            None => db.begin_write().map_err(StoreError::unavailable),
+        };
+        let synced = txn
             .and_then(|txn| txn.commit().map_err(StoreError::unavailable))
             .and_then(|()| self.syncs.settle().map_err(StoreError::Unavailable));
+        self.pending.clear();
         let reset = synced.and_then(|()| self.journal.reset());
         if let Err(e) = reset {
             tracing::warn!(error = %e, "store closed without a final checkpoint; its journal is replayed at the next open");
@@ -463,6 +489,8 @@ impl Writer {
             last_checkpoint: Instant::now(),
             syncing: None,
             to_sync,
+            open: None,
+            pending: durability.pending,
         };
         let thread = std::thread::Builder::new()
             .name("baton-store-writer".into())
@@ -575,12 +603,14 @@ fn finish_all(batch: Vec<Box<dyn Job>>, outcome: &Result<(), StoreError>) {
     }
 }
 
-/// Runs the batch's writes in one redb transaction and journals the rows
-/// they wrote. Usually the record is only written, and redb commits
-/// without a sync: `Ok(Some(record))`, for the sync thread to sync and
-/// answer. When a checkpoint is due, everything before it is synced first,
-/// then this record, then redb commits durably (its sync in the
-/// background): `Ok(None)`, durable already.
+/// Runs the batch's writes in redb's open transaction and journals the rows
+/// they wrote. Usually the record is only written, the rows join the
+/// pending ones readers see, and the transaction commits (unsynced) once it
+/// is `commit_every` old: `Ok(Some(record))`, for the sync thread to sync
+/// and answer. When a checkpoint is due, everything before it is synced
+/// first, then this record, then the transaction commits durably (its sync
+/// in the background): `Ok(None)`, durable already. Any error stops the
+/// store (see [`Durable::stop`]).
 fn run_batch(
     db: &Database,
     batch: &mut [Box<dyn Job>],
@@ -588,7 +618,25 @@ fn run_batch(
 ) -> Result<Option<Option<Written>>, StoreError> {
     durable.failure.check()?;
     durable.catch_up();
-    let mut txn = db.begin_write().map_err(StoreError::unavailable)?;
+    let outcome = write_batch(db, batch, durable);
+    if let Err(e) = &outcome {
+        durable.stop(&e.to_string());
+    }
+    outcome
+}
+
+fn write_batch(
+    db: &Database,
+    batch: &mut [Box<dyn Job>],
+    durable: &mut Durable,
+) -> Result<Option<Option<Written>>, StoreError> {
+    let (mut txn, since) = match durable.open.take() {
+        Some(open) => open,
+        None => (
+            db.begin_write().map_err(StoreError::unavailable)?,
+            Instant::now(),
+        ),
+    };
     let mut rows = Vec::new();
     {
         let mut view = crate::embedded::RedbWrite::new(&txn);
@@ -598,14 +646,12 @@ fn run_batch(
                 continue;
             }
             let writes = staged.into_writes();
-            // A failure here may leave part of this write in the
-            // transaction: the whole batch is given up rather than committed.
             view.apply(&writes)?;
             rows.extend(writes);
         }
     }
     if rows.is_empty() {
-        txn.abort().map_err(StoreError::unavailable)?;
+        durable.open = Some((txn, since));
         // What it read may stand on batches not yet synced: it is answered
         // after them.
         return Ok(Some(None));
@@ -618,18 +664,28 @@ fn run_batch(
         }
         durable.journal.append(&rows)?;
         if let Err(e) = txn.commit() {
-            durable.journal.retract()?;
+            let _ = durable.journal.retract();
             return Err(StoreError::unavailable(e));
         }
+        durable.pending.clear();
         durable.checkpointed();
         return Ok(None);
     }
-    txn.set_durability(redb::Durability::None)
-        .map_err(StoreError::unavailable)?;
     let written = durable.journal.write(&rows)?;
-    if let Err(e) = txn.commit() {
-        durable.journal.retract()?;
-        return Err(StoreError::unavailable(e));
+    durable.pending.add(rows);
+    if since.elapsed() < durable.checkpoints.commit_every {
+        durable.open = Some((txn, since));
+        return Ok(Some(Some(written)));
     }
+    let committed = txn
+        .set_durability(redb::Durability::None)
+        .map_err(StoreError::unavailable)
+        .and_then(|()| txn.commit().map_err(StoreError::unavailable));
+    if let Err(e) = committed {
+        // Its callers are told it failed: a reopen must not replay it.
+        let _ = durable.journal.retract();
+        return Err(e);
+    }
+    durable.pending.clear();
     Ok(Some(Some(written)))
 }

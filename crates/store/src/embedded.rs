@@ -14,6 +14,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::batch::{self, Batching, Checkpoints, Durability, Failure, Staged, Writer};
 use crate::journal::{Journal, Replay};
+use crate::pending::Pending;
 use crate::sync::Syncs;
 use crate::tables::{self, Read, Table, Write};
 use crate::{
@@ -229,6 +230,8 @@ enum Backend {
         writer: Writer,
         /// Set when the store stopped after a failed journal sync.
         failure: Arc<Failure>,
+        /// Rows written but not yet committed to redb.
+        pending: Arc<Pending>,
     },
     Memory(Arc<Mutex<Maps>>),
 }
@@ -328,11 +331,13 @@ impl EmbeddedStore {
         }
         let db = Arc::new(db);
         let failure = Arc::new(Failure::default());
+        let pending = Arc::new(Pending::default());
         let durability = Durability {
             journal,
             syncs,
             checkpoints: options.checkpoints,
             failure: Arc::clone(&failure),
+            pending: Arc::clone(&pending),
         };
         let writer = Writer::start(Arc::clone(&db), options.batching, durability)?;
         let store = Self {
@@ -340,6 +345,7 @@ impl EmbeddedStore {
                 db,
                 writer,
                 failure,
+                pending,
             },
             locks: LocalLocks::default(),
             retention: options.retention,
@@ -429,9 +435,14 @@ impl EmbeddedStore {
 
     fn read<T>(&self, f: impl FnOnce(&dyn Read) -> Result<T, StoreError>) -> Result<T, StoreError> {
         match &self.backend {
-            Backend::File { db, failure, .. } => {
+            Backend::File {
+                db,
+                failure,
+                pending,
+                ..
+            } => {
                 failure.check()?;
-                f(&RedbRead(db.begin_read().map_err(io)?))
+                pending.read(|| Ok(RedbRead(db.begin_read().map_err(io)?)), f)
             }
             Backend::Memory(maps) => f(&*maps.lock().unwrap_or_else(|p| p.into_inner())),
         }
@@ -987,6 +998,53 @@ mod tests {
         assert!(store.contact("c1").await.unwrap().is_some());
     }
 
+    /// With redb's transaction open across batches, what was answered is
+    /// read at once (through the pending rows): the contact, its stored
+    /// decision, its handoff for an acknowledgement, a scanned health
+    /// report; and all of it is in the file after a reopen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answered_writes_are_read_before_their_transaction_commits() {
+        let dir = temp_dir("pending");
+        let options = EmbeddedOptions {
+            checkpoints: Checkpoints {
+                every: Duration::from_secs(600),
+                commit_every: Duration::from_secs(1),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        {
+            let store = EmbeddedStore::open_with(&dir.0, options).unwrap();
+            approve(&store, "c1", "r1").await;
+            assert_eq!(store.contact("c1").await.unwrap().unwrap().owner, "seller");
+            let lock = store.lock("c1", Duration::from_millis(10)).await.unwrap();
+            assert_eq!(
+                store.load(&lock, "r1", 2_000).await.unwrap().prior,
+                Some(verdict())
+            );
+            drop(lock);
+            assert!(store.acknowledge("h1:c1", "seller", 7).await.unwrap().first);
+            assert!(!store.acknowledge("h1:c1", "seller", 8).await.unwrap().first);
+            let report = HealthReport {
+                bot: "buyer".into(),
+                ..Default::default()
+            };
+            store.put_health(&report).await.unwrap();
+            assert_eq!(store.health_reports().await.unwrap(), vec![report]);
+            // Nothing of it is in redb's committed state yet.
+            let Backend::File { db, .. } = &store.backend else {
+                panic!("a file store");
+            };
+            let committed = RedbRead(db.begin_read().unwrap());
+            assert_eq!(committed.get(Table::Contacts, "c1").unwrap(), None);
+        }
+        let store = EmbeddedStore::open(&dir.0).unwrap();
+        assert_eq!(store.replayed(), 0, "closed cleanly");
+        let c = store.contact("c1").await.unwrap().unwrap();
+        assert_eq!(c.history[0].acknowledged_at, Some(7));
+        assert_eq!(store.health_reports().await.unwrap().len(), 1);
+    }
+
     /// Memory whose syncs fail once `fail` is set.
     #[derive(Debug)]
     struct FailingSync {
@@ -1038,7 +1096,10 @@ mod tests {
             },
             ..Default::default()
         };
+        let started = Arc::clone(&syncs);
         let store = EmbeddedStore::from_database(db, syncs, journal, replay, options).unwrap();
+        // The syncs of the open itself finish well first.
+        started.settle().unwrap();
         fail.store(true, std::sync::atomic::Ordering::SeqCst);
         let lock = store.lock("c1", Duration::from_secs(1)).await.unwrap();
         store.commit(lock, handed_over("c1")).await.unwrap();

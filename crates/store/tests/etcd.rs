@@ -440,9 +440,13 @@ async fn lock_waits_that_time_out_leave_no_lock_behind() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(left, Vec::<String>::new(), "round {round}");
+        // An acquire abandoned in flight may still land after that look;
+        // its cleanup removes it within op_timeout (2 s), while a leaked
+        // lock would stay as long as the live session: a wait of 3 s tells
+        // them apart.
         for c in 0..contacts {
             let lock = stores[c % 2]
-                .lock(&format!("c{c}"), Duration::from_millis(200))
+                .lock(&format!("c{c}"), Duration::from_secs(3))
                 .await
                 .unwrap();
             drop(lock);
