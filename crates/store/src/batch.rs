@@ -1,26 +1,29 @@
 //! Group commit for the embedded file store: every write (a decision's
 //! commit, an acknowledgement, an outcome, a health report) is queued to one
-//! writer thread, which runs whatever is waiting in one redb write
-//! transaction, writes the rows it changed to the journal as one record, and
-//! commits. A second thread syncs the journal, one sync for every record
+//! writer thread, which runs whatever is waiting as one batch in redb's open
+//! write transaction and writes the rows it changed to the journal as one
+//! record. A second thread syncs the journal, one sync for every record
 //! written since the last, and answers each caller only once its record is
-//! durable, in the order the batches were committed.
+//! durable, in the order the batches ran.
 //!
-//! The redb commit itself is not synced: the journal already holds its rows
-//! (see [`crate::journal`]). Every [`Checkpoints::every`] one commit is made
+//! redb's transaction takes batches for [`Checkpoints::commit_every`], then
+//! commits without a sync: the journal already holds its rows (see
+//! [`crate::journal`]), and readers see them meanwhile through
+//! [`crate::pending`]. Every [`Checkpoints::every`] one commit is made
 //! durable instead, its sync running in the background, after which the
-//! journal may drop what that commit covers.
+//! journal may drop what that commit covers. A failure once rows are in the
+//! open transaction stops the store until it is reopened: their batches
+//! may have been answered already, and the journal replays them.
 //!
-//! Each write runs against a staged overlay of the batch's transaction, so a
-//! write that fails leaves nothing behind while the others in its batch
-//! still commit. Two writes for one contact never share a batch: a decision
+//! Each write runs against a staged overlay of the transaction, so a write
+//! that fails leaves nothing behind while the others in its batch still
+//! commit. Two writes for one contact never share a batch: a decision
 //! commits under its contact lock, which is released only after its batch is
 //! durable, and acknowledgements and outcomes take the same lock.
 //!
 //! Without contention a batch holds one write and is answered after one
-//! journal sync; under load, writes that arrive while a batch is being
-//! committed form the next one. `wait` can hold a batch open a little longer
-//! to gather more.
+//! journal sync; under load, writes that arrive while a batch runs form the
+//! next one. `wait` can hold a batch open a little longer to gather more.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
