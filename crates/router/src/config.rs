@@ -206,8 +206,8 @@ impl Default for EtcdConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// Writes committed together in one transaction (one journal record,
-    /// synced with whatever else is waiting), at most.
+    /// Writes in one batch (one journal record, synced with whatever else
+    /// is waiting), at most.
     pub batch_max: usize,
     /// How long a batch waits for more writes after its first; 0s commits
     /// what is queued at once (no added latency; batches still form while

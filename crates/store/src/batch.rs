@@ -43,7 +43,7 @@ use crate::tables::{Read, Table, Write};
 /// Bounds on one group commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Batching {
-    /// Writes in one transaction at most.
+    /// Writes in one batch at most.
     pub max: usize,
     /// How long a batch waits for more writes once the first arrived; zero
     /// commits whatever is queued at once, adding no latency.
