@@ -25,7 +25,6 @@
 //! journal sync; under load, writes that arrive while a batch runs form the
 //! next one. `wait` can hold a batch open a little longer to gather more.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -36,6 +35,7 @@ use tokio::sync::oneshot;
 
 use crate::StoreError;
 use crate::journal::{Journal, SyncHandle, Written};
+use crate::overlay::Overlay;
 use crate::pending::Pending;
 use crate::sync::Syncs;
 use crate::tables::{Read, Table, Write};
@@ -63,7 +63,7 @@ impl Default for Batching {
 /// the transaction only when the write that made them succeeded.
 pub(crate) struct Staged<'a> {
     base: &'a dyn Read,
-    writes: Vec<Row>,
+    writes: Overlay,
 }
 
 /// One staged write: a table, a key, and the new value (`None` removes it).
@@ -84,40 +84,23 @@ impl<'a> Staged<'a> {
     pub(crate) fn new(base: &'a dyn Read) -> Self {
         Self {
             base,
-            writes: Vec::new(),
+            writes: Overlay::default(),
         }
     }
 
-    /// The staged writes, in order: `None` removes the key.
+    /// The staged writes, the last value of each key: `None` removes it.
     pub(crate) fn into_writes(self) -> Vec<Row> {
-        self.writes
+        self.writes.into_rows()
     }
 }
 
 impl Read for Staged<'_> {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let staged = self
-            .writes
-            .iter()
-            .rev()
-            .find(|(t, k, _)| *t == table && k == key);
-        match staged {
-            Some((_, _, value)) => Ok(value.clone()),
-            None => self.base.get(table, key),
-        }
+        self.writes.over(self.base).get(table, key)
     }
 
     fn scan(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let mut rows: BTreeMap<String, Vec<u8>> = self.base.scan(table)?.into_iter().collect();
-        for (t, k, v) in &self.writes {
-            if *t == table {
-                match v {
-                    Some(v) => rows.insert(k.clone(), v.clone()),
-                    None => rows.remove(k),
-                };
-            }
-        }
-        Ok(rows.into_iter().collect())
+        self.writes.over(self.base).scan(table)
     }
 
     fn range(
@@ -127,31 +110,18 @@ impl Read for Staged<'_> {
         to: &str,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let mut rows: BTreeMap<String, Vec<u8>> = self
-            .base
-            .range(table, from, to, limit.saturating_add(self.writes.len()))?
-            .into_iter()
-            .collect();
-        for (t, k, v) in &self.writes {
-            if *t == table && k.as_str() >= from && k.as_str() < to {
-                match v {
-                    Some(v) => rows.insert(k.clone(), v.clone()),
-                    None => rows.remove(k),
-                };
-            }
-        }
-        Ok(rows.into_iter().take(limit).collect())
+        self.writes.over(self.base).range(table, from, to, limit)
     }
 }
 
 impl Write for Staged<'_> {
     fn put(&mut self, table: Table, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        self.writes.push((table, key.to_owned(), Some(value)));
+        self.writes.set(table, key.to_owned(), Some(value));
         Ok(())
     }
 
     fn remove(&mut self, table: Table, key: &str) -> Result<(), StoreError> {
-        self.writes.push((table, key.to_owned(), None));
+        self.writes.set(table, key.to_owned(), None);
         Ok(())
     }
 }

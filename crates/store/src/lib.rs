@@ -14,6 +14,7 @@ pub mod etcd;
 mod file;
 mod journal;
 mod locks;
+mod overlay;
 mod pending;
 mod sync;
 mod tables;

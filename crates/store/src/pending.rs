@@ -10,37 +10,29 @@
 //! holds them, and a reader opens its redb snapshot under the same lock, so
 //! no row is ever missing from both.
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::RwLock;
 
 use crate::StoreError;
 use crate::batch::Row;
-use crate::tables::{Read, Table};
+use crate::overlay::Overlay;
+use crate::tables::Read;
 
-type Rows = [BTreeMap<String, Option<Vec<u8>>>; Table::ALL.len()];
-
-/// The uncommitted rows, by table; `None` marks a removed key.
+/// The uncommitted rows.
 #[derive(Default)]
 pub(crate) struct Pending {
-    rows: RwLock<Rows>,
+    rows: RwLock<Overlay>,
 }
 
 impl Pending {
     /// Adds a batch's rows, in order.
     pub(crate) fn add(&self, rows: Vec<Row>) {
         let mut pending = self.rows.write().unwrap_or_else(|p| p.into_inner());
-        for (table, key, value) in rows {
-            pending[table as usize].insert(key, value);
-        }
+        pending.extend(rows);
     }
 
     /// Forgets every row: the transaction holding them was committed.
     pub(crate) fn clear(&self) {
-        let mut pending = self.rows.write().unwrap_or_else(|p| p.into_inner());
-        for table in pending.iter_mut() {
-            table.clear();
-        }
+        self.rows.write().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Runs `f` on the pending rows over a redb snapshot that `base` opens
@@ -51,88 +43,15 @@ impl Pending {
         f: impl FnOnce(&dyn Read) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let pending = self.rows.read().unwrap_or_else(|p| p.into_inner());
-        let layered = Layered {
-            pending,
-            base: base()?,
-        };
-        f(&layered)
-    }
-}
-
-/// The pending rows over a redb snapshot.
-struct Layered<'a, B> {
-    pending: RwLockReadGuard<'a, Rows>,
-    base: B,
-}
-
-impl<B: Read> Layered<'_, B> {
-    /// `rows` from the snapshot with the pending ones of `table` in
-    /// `[from, to)` laid over them.
-    fn over(
-        &self,
-        table: Table,
-        rows: Vec<(String, Vec<u8>)>,
-        from: Bound<&str>,
-        to: Bound<&str>,
-    ) -> BTreeMap<String, Vec<u8>> {
-        let mut merged: BTreeMap<String, Vec<u8>> = rows.into_iter().collect();
-        for (key, value) in self.pending[table as usize].range::<str, _>((from, to)) {
-            match value {
-                Some(value) => merged.insert(key.clone(), value.clone()),
-                None => merged.remove(key),
-            };
-        }
-        merged
-    }
-}
-
-impl<B: Read> Read for Layered<'_, B> {
-    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.pending[table as usize].get(key) {
-            Some(value) => Ok(value.clone()),
-            None => self.base.get(table, key),
-        }
-    }
-
-    fn scan(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let rows = self.base.scan(table)?;
-        if self.pending[table as usize].is_empty() {
-            return Ok(rows);
-        }
-        let all = (Bound::Unbounded, Bound::Unbounded);
-        Ok(self.over(table, rows, all.0, all.1).into_iter().collect())
-    }
-
-    fn range(
-        &self,
-        table: Table,
-        from: &str,
-        to: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        let bounds = (Bound::Included(from), Bound::Excluded(to));
-        let removed = self.pending[table as usize]
-            .range::<str, _>(bounds)
-            .filter(|(_, v)| v.is_none())
-            .count();
-        // Rows removed here may hide some of the first `limit` below.
-        let rows = self
-            .base
-            .range(table, from, to, limit.saturating_add(removed))?;
-        Ok(self
-            .over(table, rows, bounds.0, bounds.1)
-            .into_iter()
-            .take(limit)
-            .collect())
+        let base = base()?;
+        f(&pending.over(&base))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tables::Table;
 
     /// A snapshot of plain rows, for the layering alone.
     struct Base(Vec<(String, Vec<u8>)>);
