@@ -1045,34 +1045,6 @@ mod tests {
         assert_eq!(store.health_reports().await.unwrap().len(), 1);
     }
 
-    /// Memory whose syncs fail once `fail` is set.
-    #[derive(Debug)]
-    struct FailingSync {
-        inner: redb::backends::InMemoryBackend,
-        fail: Arc<std::sync::atomic::AtomicBool>,
-    }
-
-    impl redb::StorageBackend for FailingSync {
-        fn len(&self) -> std::io::Result<u64> {
-            self.inner.len()
-        }
-        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-            self.inner.read(offset, out)
-        }
-        fn set_len(&self, len: u64) -> std::io::Result<()> {
-            self.inner.set_len(len)
-        }
-        fn sync_data(&self) -> std::io::Result<()> {
-            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(std::io::Error::other("injected file sync failure"));
-            }
-            self.inner.sync_data()
-        }
-        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-            self.inner.write(offset, data)
-        }
-    }
-
     /// When a checkpoint's sync of the redb file fails, the writes it
     /// covered were already answered from the journal, which keeps them:
     /// the store stops (reads and writes refused until it is reopened),
@@ -1080,11 +1052,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_checkpoint_stops_the_store_and_the_journal_keeps_its_writes() {
         let dir = baton_test_support::TempDir::new("failed-checkpoint");
-        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let backend = FailingSync {
-            inner: redb::backends::InMemoryBackend::new(),
-            fail: Arc::clone(&fail),
-        };
+        let backend = crate::sync::TestFile::default();
+        let fail = Arc::clone(&backend.fail);
         let (backend, syncs) = crate::sync::BackgroundSync::new(backend).unwrap();
         let db = Database::builder().create_with_backend(backend).unwrap();
         let (journal, replay) = Journal::open(dir.path()).unwrap();

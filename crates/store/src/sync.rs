@@ -229,45 +229,57 @@ impl Drop for BackgroundSync {
     }
 }
 
+/// A redb file in memory whose syncs take `delay`, and fail once `fail` is
+/// set: for tests of what a slow or failing disk does.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct TestFile {
+    inner: redb::backends::InMemoryBackend,
+    pub fail: Arc<std::sync::atomic::AtomicBool>,
+    pub syncs: Arc<std::sync::atomic::AtomicUsize>,
+    pub delay: std::time::Duration,
+}
+
+#[cfg(test)]
+impl StorageBackend for TestFile {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering;
+        std::thread::sleep(self.delay);
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected file sync failure"));
+        }
+        Ok(())
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.inner.write(offset, data)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
 
-    /// Memory whose syncs take a while, and fail once `fail` is set.
-    #[derive(Debug, Default)]
-    struct SlowSync {
-        inner: redb::backends::InMemoryBackend,
-        fail: Arc<AtomicBool>,
-        syncs: Arc<AtomicUsize>,
-    }
-
-    impl StorageBackend for SlowSync {
-        fn len(&self) -> std::io::Result<u64> {
-            self.inner.len()
-        }
-        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-            self.inner.read(offset, out)
-        }
-        fn set_len(&self, len: u64) -> std::io::Result<()> {
-            self.inner.set_len(len)
-        }
-        fn sync_data(&self) -> std::io::Result<()> {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            self.syncs.fetch_add(1, Ordering::SeqCst);
-            if self.fail.load(Ordering::SeqCst) {
-                return Err(std::io::Error::other("injected fsync failure"));
-            }
-            Ok(())
-        }
-        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-            self.inner.write(offset, data)
+    fn slow() -> TestFile {
+        TestFile {
+            delay: std::time::Duration::from_millis(50),
+            ..TestFile::default()
         }
     }
 
     #[test]
     fn a_sync_returns_at_once_and_the_next_write_waits_for_it() {
-        let backend = SlowSync::default();
+        let backend = slow();
         let synced = Arc::clone(&backend.syncs);
         let (file, syncs) = BackgroundSync::new(backend).unwrap();
         file.set_len(64).unwrap();
@@ -290,7 +302,7 @@ mod tests {
 
     #[test]
     fn a_failed_sync_fails_every_later_write_and_sync() {
-        let backend = SlowSync::default();
+        let backend = slow();
         backend.fail.store(true, Ordering::SeqCst);
         let (file, syncs) = BackgroundSync::new(backend).unwrap();
         file.set_len(64).unwrap();
@@ -298,7 +310,7 @@ mod tests {
         file.sync_data().unwrap();
         let n = syncs.asked();
         let err = syncs.settle().unwrap_err();
-        assert!(err.contains("injected fsync failure"), "{err}");
+        assert!(err.contains("injected file sync failure"), "{err}");
         assert!(matches!(syncs.done(n), Some(Err(_))));
         assert!(file.write(16, &[2; 16]).is_err());
         assert!(file.set_len(128).is_err());
@@ -307,7 +319,7 @@ mod tests {
 
     #[test]
     fn a_refused_file_takes_no_more_writes() {
-        let (file, syncs) = BackgroundSync::new(SlowSync::default()).unwrap();
+        let (file, syncs) = BackgroundSync::new(slow()).unwrap();
         syncs.refuse("the journal could not be synced".into());
         let err = file.write(0, &[1]).unwrap_err().to_string();
         assert!(err.contains("the journal could not be synced"), "{err}");
