@@ -338,26 +338,28 @@ fn header(start: u64) -> Vec<u8> {
 }
 
 fn record(seq: u64, rows: &[Row]) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(64 + rows.iter().map(row_len).sum::<usize>());
-    payload.extend_from_slice(&(rows.len() as u32).to_le_bytes());
+    // The head is filled in once the payload after it is known.
+    let mut out = vec![0; RECORD_HEAD];
+    out.reserve(4 + rows.iter().map(row_len).sum::<usize>());
+    out.extend_from_slice(&(rows.len() as u32).to_le_bytes());
     for (table, key, value) in rows {
-        payload.push(*table as u8);
-        payload.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        payload.extend_from_slice(key.as_bytes());
+        out.push(*table as u8);
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(key.as_bytes());
         match value {
             Some(v) => {
-                payload.push(1);
-                payload.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                payload.extend_from_slice(v);
+                out.push(1);
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                out.extend_from_slice(v);
             }
-            None => payload.push(0),
+            None => out.push(0),
         }
     }
-    let mut out = Vec::with_capacity(RECORD_HEAD + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&record_sum(seq, &payload).to_le_bytes());
-    out.extend_from_slice(&payload);
+    let payload = &out[RECORD_HEAD..];
+    let (len, sum) = (payload.len() as u32, record_sum(seq, payload));
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    out[4..12].copy_from_slice(&seq.to_le_bytes());
+    out[12..RECORD_HEAD].copy_from_slice(&sum.to_le_bytes());
     out
 }
 
