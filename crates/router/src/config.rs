@@ -188,16 +188,40 @@ pub struct EtcdConfig {
     pub op_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Lock acquires and commits of different contacts sent to etcd as one
+    /// transaction, at most (each nested with its own compares).
+    pub batch_max: usize,
+    /// Bytes of keys and values in one such transaction, about, at most
+    /// (etcd refuses requests over its `--max-request-bytes`, 1.5 MiB).
+    pub batch_bytes: usize,
+    /// Such transactions on their way to etcd at once; what waits
+    /// meanwhile goes in the next.
+    pub batch_inflight: usize,
 }
 
 impl Default for EtcdConfig {
     fn default() -> Self {
+        let batch = baton_store::EtcdBatching::default();
         Self {
             endpoints: Vec::new(),
             prefix: "/baton/".into(),
             session_ttl: Duration::from_secs(10),
             op_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(3),
+            batch_max: batch.max,
+            batch_bytes: batch.bytes,
+            batch_inflight: batch.inflight,
+        }
+    }
+}
+
+impl EtcdConfig {
+    /// How the etcd store groups acquires and commits.
+    pub fn batching(&self) -> baton_store::EtcdBatching {
+        baton_store::EtcdBatching {
+            max: self.batch_max,
+            bytes: self.batch_bytes,
+            inflight: self.batch_inflight,
         }
     }
 }
@@ -542,6 +566,12 @@ impl RouterConfig {
         ] {
             duration(key, value, true)?;
         }
+        // Each part of a batch has at most 8 operations; etcd's default
+        // --max-txn-ops (128) bounds the batch and each part's operations
+        // together.
+        within("etcd.batch_max", e.batch_max, 1, 100)?;
+        within("etcd.batch_bytes", e.batch_bytes, 16 * 1024, 1024 * 1024)?;
+        within("etcd.batch_inflight", e.batch_inflight, 1, 64)?;
         Ok(())
     }
 
@@ -796,6 +826,10 @@ mod tests {
             ("server.shutdown_grace=1000000000y", "server.shutdown_grace"),
             ("etcd.op_timeout=1000000000y", "etcd.op_timeout"),
             ("etcd.session_ttl=1000000000y", "etcd.session_ttl"),
+            ("etcd.batch_max=0", "etcd.batch_max"),
+            ("etcd.batch_max=128", "etcd.batch_max"),
+            ("etcd.batch_bytes=2000000", "etcd.batch_bytes"),
+            ("etcd.batch_inflight=0", "etcd.batch_inflight"),
             ("policy.context_ttl=1000000000y", "policy.context_ttl"),
             ("policy.decision_ttl=1000000000y", "policy.decision_ttl"),
             ("policy.rate_window_long=0s", "policy.rate_window_long"),

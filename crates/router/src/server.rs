@@ -43,6 +43,7 @@ pub async fn open_store(config: &RouterConfig) -> anyhow::Result<Arc<dyn Store>>
             health_ttl: p.health.stale_after,
             defer_ttl: p.health.defer_window,
             retention: config.store.retention,
+            batch: e.batching(),
             ..EtcdOptions::default()
         };
         let store = EtcdStore::connect(options)

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 pub use batch::{Batching, Checkpoints};
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::StoreError;
-pub use etcd::{EtcdOptions, EtcdStore};
+pub use etcd::{EtcdBatching, EtcdOptions, EtcdStore};
 pub use file::{CheckReport, Integrity, check};
 pub use locks::{ContactLock, LocalLocks};
 

@@ -6,7 +6,9 @@ use baton_policy::{
     Config, ContactState, ContextPacket, Decision, EntryKind, GateInput, HealthReport,
     HealthStatus, LearningConfig, Outcome, Verdict, assess_health, run_gates,
 };
-use baton_store::{Commit, EtcdOptions, EtcdStore, Store, StoreError, StoreEvent, StoredDecision};
+use baton_store::{
+    Commit, EtcdBatching, EtcdOptions, EtcdStore, Store, StoreError, StoreEvent, StoredDecision,
+};
 use baton_test_support::{Etcd, eventually};
 
 fn options(etcd: &Etcd, prefix: &str) -> EtcdOptions {
@@ -22,6 +24,7 @@ fn options(etcd: &Etcd, prefix: &str) -> EtcdOptions {
         defer_ttl: Duration::from_secs(1800),
         event_ttl: Duration::from_secs(60),
         retention: Duration::from_secs(3600),
+        batch: EtcdBatching::default(),
     }
 }
 
@@ -810,4 +813,154 @@ async fn an_idle_contact_expires_with_its_retention_lease() {
         store.contact("busy").await.unwrap().is_some(),
         "the active contact expired with the idle one"
     );
+}
+
+/// Locks `n` contacts `g0`… concurrently, then commits them concurrently,
+/// one batch on its way at a time: the acquires and the commits of
+/// different contacts that wait together share etcd transactions.
+#[tokio::test]
+async fn concurrent_approvals_of_different_contacts_share_etcd_transactions() {
+    let etcd = Etcd::single().await.unwrap();
+    let store = EtcdStore::connect(EtcdOptions {
+        event_ttl: Duration::from_secs(3600),
+        batch: EtcdBatching {
+            inflight: 1,
+            ..EtcdBatching::default()
+        },
+        ..options(&etcd, "/t-batch/")
+    })
+    .await
+    .unwrap();
+    let n = 32;
+    let contacts: Vec<String> = (0..n).map(|i| format!("g{i}")).collect();
+    let (writes, proposals) = (store.writes(), etcd.proposals_committed(0).await.unwrap());
+    let acquires = contacts
+        .iter()
+        .map(|c| store.lock_and_load(c, "lead\0r", Duration::from_secs(2), now()));
+    let locked = futures_join(acquires).await;
+    let commits = locked.into_iter().zip(&contacts).map(|(locked, c)| {
+        let (lock, loaded) = locked.unwrap();
+        assert!(loaded.contact.is_none());
+        let mut commit = handed_over(c, &format!("h:{c}"));
+        commit.published = Some(b"approved".to_vec());
+        store.commit(lock, commit)
+    });
+    for committed in futures_join(commits).await {
+        committed.unwrap();
+    }
+    // Every approval still counts its two writes; etcd saw far fewer.
+    assert_eq!(store.writes() - writes, 2 * n as u64);
+    let proposed = etcd.proposals_committed(0).await.unwrap() - proposals;
+    assert!(
+        proposed < n as u64,
+        "{proposed} raft proposals for {n} approvals: not grouped"
+    );
+    for c in &contacts {
+        let stored = store.contact(c).await.unwrap().unwrap();
+        assert_eq!(stored.last_handoff_id, format!("h:{c}"));
+        // Each lock was released by its commit.
+        drop(store.lock(c, Duration::from_millis(500)).await.unwrap());
+    }
+}
+
+/// A batch whose parts fail differently: one commit built on a contact
+/// changed meanwhile is refused, one under a lost lock is fenced, and the
+/// others in the same etcd transaction all land.
+#[tokio::test]
+async fn a_refused_commit_in_a_batch_refuses_only_its_own_contact() {
+    let etcd = Etcd::single().await.unwrap();
+    let options = EtcdOptions {
+        batch: EtcdBatching {
+            inflight: 1,
+            ..EtcdBatching::default()
+        },
+        ..options(&etcd, "/t-batch-refused/")
+    };
+    let store = EtcdStore::connect(options.clone()).await.unwrap();
+    let other = EtcdStore::connect(options).await.unwrap();
+    let lock = store.lock("changed", Duration::from_secs(2)).await.unwrap();
+    store
+        .commit(lock, handed_over("changed", "h1:changed"))
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    for i in 0..16 {
+        let c = format!("b{i}");
+        let lock = store.lock(&c, Duration::from_secs(2)).await.unwrap();
+        held.push((c, lock, None));
+    }
+    let lock = store.lock("changed", Duration::from_secs(2)).await.unwrap();
+    let loaded = store.load(&lock, "", now()).await.unwrap().contact.unwrap();
+    store.acknowledge("h1:changed", "seller", 7).await.unwrap();
+    held.push(("changed".into(), lock, Some(loaded)));
+    // `lost`'s lock key is deleted behind its back and taken by another router.
+    let lock = store.lock("lost", Duration::from_secs(2)).await.unwrap();
+    let mut raw = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .unwrap();
+    raw.delete("/t-batch-refused/locks/lost", None)
+        .await
+        .unwrap();
+    let thief = other.lock("lost", Duration::from_secs(2)).await.unwrap();
+    held.push(("lost".into(), lock, None));
+
+    let proposals = etcd.proposals_committed(0).await.unwrap();
+    let commits = held.into_iter().map(|(c, lock, loaded)| {
+        let commit = match loaded {
+            Some(stale) => Commit {
+                contact_id: c.clone(),
+                contact: Some(stale),
+                ..Default::default()
+            },
+            None => handed_over(&c, &format!("h2:{c}")),
+        };
+        let store = &store;
+        async move { (c, store.commit(lock, commit).await) }
+    });
+    let results = futures_join(commits).await;
+    let proposed = etcd.proposals_committed(0).await.unwrap() - proposals;
+    assert!(proposed < 18, "{proposed} raft proposals for 18 commits");
+    for (c, result) in results {
+        match c.as_str() {
+            "changed" => assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}"),
+            "lost" => assert!(matches!(result, Err(StoreError::Fenced(_))), "{result:?}"),
+            _ => {
+                result.unwrap();
+                let stored = store.contact(&c).await.unwrap().unwrap();
+                assert_eq!(stored.last_handoff_id, format!("h2:{c}"));
+            }
+        }
+    }
+    let changed = store.contact("changed").await.unwrap().unwrap();
+    assert_eq!(changed.history[0].acknowledged_at, Some(7));
+    assert!(store.contact("lost").await.unwrap().is_none());
+    drop(thief);
+}
+
+/// Polls every future in one task, so they all wait together.
+async fn futures_join<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut pending: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (future, out) in pending.iter_mut().zip(done.iter_mut()) {
+            if out.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    done.into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
 }

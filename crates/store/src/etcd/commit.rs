@@ -88,29 +88,37 @@ impl EtcdStore {
         let contact_rev = held.contact_rev.load(Ordering::SeqCst);
         let now = now_ms();
         let mut ops = Vec::with_capacity(6);
+        // Keys and values, about: what the batch that carries this counts.
+        let mut bytes = 256;
         if let Some(contact) = &commit.contact {
             let mut stored = contact.clone();
             let context = std::mem::take(&mut stored.context);
             let kept = self.leases.lease(self.options.retention, now).await?;
+            let value = encode(&stored);
+            bytes += value.len() + 64;
             ops.push(TxnOp::put(
                 self.key("contacts", &commit.contact_id),
-                encode(&stored),
+                value,
                 Some(PutOptions::new().with_lease(kept)),
             ));
             if contact.context_expires_at > now {
                 let lease = self.leases.lease(self.options.context_ttl, now).await?;
+                let value = encode(&context);
+                bytes += value.len() + 64;
                 ops.push(TxnOp::put(
                     self.key("contexts", &commit.contact_id),
-                    encode(&context),
+                    value,
                     Some(PutOptions::new().with_lease(lease)),
                 ));
             }
         }
         if let Some((request_id, decision)) = &commit.decision {
             let lease = self.leases.lease(self.options.decision_ttl, now).await?;
+            let value = encode(decision);
+            bytes += value.len() + request_id.len() + 64;
             ops.push(TxnOp::put(
                 self.decision_key(&commit.contact_id, request_id),
-                encode(decision),
+                value,
                 Some(PutOptions::new().with_lease(lease)),
             ));
         }
@@ -131,6 +139,7 @@ impl EtcdStore {
             None => {}
         }
         if let Some(published) = commit.published {
+            bytes += published.len() + 64;
             ops.push(self.publish_op(published, now).await?);
         }
         ops.push(TxnOp::delete(lock_key.clone(), None));
@@ -149,8 +158,11 @@ impl EtcdStore {
         }
         let txn = Txn::new().when(compares).and_then(ops);
         self.writes.fetch_add(1, Ordering::Relaxed);
-        let resp = send_txn("commit", self.options.op_timeout, &self.kv(), txn).await?;
-        if !resp.succeeded() {
+        let answer = self
+            .batcher
+            .send("commit", &commit.contact_id, txn, bytes)
+            .await?;
+        if !answer.succeeded {
             // Which compare failed: is the lock still ours?
             let mut kv = self.kv();
             let lock = bounded("get", self.options.op_timeout, kv.get(lock_key, None)).await?;

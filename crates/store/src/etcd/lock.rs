@@ -17,7 +17,7 @@ use etcd_client::{
 };
 use tracing::{Instrument, debug, warn};
 
-use super::{EtcdStore, retrying, send_txn, unavailable};
+use super::{EtcdStore, send_txn, unavailable};
 use crate::locks::Held;
 use crate::{ContactLock, StoreError};
 
@@ -175,16 +175,18 @@ impl EtcdStore {
             };
             self.writes.fetch_add(1, Ordering::Relaxed);
             // On timeout, error or a dropped future, `pending` cleans up.
-            let resp = match tokio::time::timeout_at(deadline, retrying(&kv, txn)).await {
+            let bytes = key.len() * 2 + reads.len() * 64 + 64;
+            let sent = self.batcher.send("lock", contact_id, txn, bytes);
+            let answer = match tokio::time::timeout_at(deadline, sent).await {
                 Err(_) => return Err(busy()),
-                Ok(Err(e)) => return Err(unavailable("lock", e)),
-                Ok(Ok(resp)) => resp,
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(answer)) => answer,
             };
             // Answered: either the key is ours (and `EtcdHeld` owns it) or
             // this attempt created nothing.
             pending.armed = false;
-            let revision = resp.header().map_or(0, |h| h.revision());
-            if resp.succeeded() {
+            let revision = answer.revision;
+            if answer.succeeded {
                 let held = EtcdHeld {
                     kv: kv.clone(),
                     key,
@@ -197,7 +199,7 @@ impl EtcdStore {
                 };
                 let lock =
                     ContactLock::new(contact_id.to_owned(), revision, Held::Etcd(Box::new(held)));
-                let mut answers = resp.op_responses();
+                let mut answers = answer.responses;
                 answers.remove(0); // the put
                 return Ok((lock, answers));
             }

@@ -15,6 +15,10 @@
 //!   the commit is one transaction that compares it, writes everything and
 //!   deletes the lock key. An approved handoff costs two writes and two
 //!   round trips: acquire (with the reads) and commit.
+//! - [`batch`]: the acquires and commits of different contacts waiting at
+//!   the same time go to etcd as **one transaction**, each nested with its
+//!   own compares (group commit): still two writes per approval, but one
+//!   raft proposal and one request carry many.
 //! - [`leases`]: expiring data (context packets, decisions by request id,
 //!   handoff records, bot health, published decisions) is attached to
 //!   **shared leases per time bucket**, granted ahead of need: never one
@@ -47,10 +51,13 @@ use crate::{
     Acknowledged, Commit, ContactLock, Loaded, OutcomeRecorded, RouteKey, Store, StoreError,
     StoreEvent, acknowledge_entry, outcome_entry,
 };
+use batch::Batcher;
+pub use batch::EtcdBatching;
 use leases::LeaseBuckets;
 use session::Session;
 use watch::Watched;
 
+mod batch;
 mod commit;
 mod events;
 mod leases;
@@ -85,6 +92,8 @@ pub struct EtcdOptions {
     /// this lifetime at every write: one left idle this long (to at most
     /// three eighths longer, the lease buckets) is gone (`store.retention`).
     pub retention: Duration,
+    /// How the acquires and commits of different contacts are grouped.
+    pub batch: EtcdBatching,
 }
 
 impl Default for EtcdOptions {
@@ -103,6 +112,7 @@ impl Default for EtcdOptions {
             defer_ttl: Duration::from_secs(30 * 60),
             event_ttl: Duration::from_secs(60),
             retention: Duration::from_secs(30 * 24 * 3600),
+            batch: EtcdBatching::default(),
         }
     }
 }
@@ -121,6 +131,8 @@ pub struct EtcdStore {
     writes: Arc<AtomicU64>,
     /// Numbers lock attempts, to give each a unique lock value.
     lock_attempts: AtomicU64,
+    /// Groups acquires and commits into shared transactions.
+    batcher: Batcher,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -245,6 +257,8 @@ impl EtcdStore {
         let events_prefix = format!("{}events/", options.prefix);
         let since = events::start_revision(&client, &events_prefix, options.op_timeout).await?;
         let (events, _) = broadcast::channel(1024);
+        let (batcher, batches) =
+            Batcher::start(client.kv_client(), options.batch, options.op_timeout);
         let mut store = Self {
             client,
             options,
@@ -255,7 +269,8 @@ impl EtcdStore {
             events,
             writes,
             lock_attempts: AtomicU64::new(0),
-            tasks: Vec::new(),
+            batcher,
+            tasks: vec![tokio::spawn(batches.instrument(info_span!("etcd_batches")))],
         };
         let keep_alive = session::keep_alive(
             store.client.clone(),
