@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use etcd_client::{KvClient, Txn, TxnOp, TxnOpResponse};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tracing::Instrument;
 
 use super::{retrying, unavailable};
 use crate::StoreError;
@@ -127,7 +128,7 @@ async fn dispatch(
         };
         let batch = fill(first, &mut carried, &mut queue, &options);
         if !batch.is_empty() {
-            tokio::spawn(send_batch(batch, kv.clone(), op_timeout, slot));
+            tokio::spawn(send_batch(batch, kv.clone(), op_timeout, slot).in_current_span());
         }
     }
 }
