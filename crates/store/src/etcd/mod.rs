@@ -127,7 +127,8 @@ pub struct EtcdStore {
     origin: String,
     /// Numbers published decisions, to keep their keys apart.
     published: AtomicU64,
-    /// Write requests sent (transactions with a write, puts, deletes, lease grants).
+    /// Writes sent (transactions with a write, puts, deletes, lease grants);
+    /// acquires and commits count one each, also when a batch carries several.
     writes: Arc<AtomicU64>,
     /// Numbers lock attempts, to give each a unique lock value.
     lock_attempts: AtomicU64,
@@ -305,7 +306,8 @@ impl EtcdStore {
         Ok(store)
     }
 
-    /// Write requests this process sent to etcd so far.
+    /// Writes this process sent to etcd so far: acquires and commits count
+    /// one each, also when several share one request (see `batch`).
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::Relaxed)
     }
