@@ -53,6 +53,50 @@ async fn spanish_lead_messages_are_routed_by_the_builtin_model() {
     assert_eq!(decision(&negated), Decision::Stay);
 }
 
+#[tokio::test]
+async fn a_long_message_is_judged_by_its_sentences_not_its_length() {
+    let r = router(&["--memory"]).await;
+    let mut h = r.handoff().await;
+    let chat = [
+        "Gracias por la información, lo voy a platicar con mi esposa esta noche.",
+        "Hace muy buen tiempo esta semana, fuimos a la playa el domingo.",
+        "Mis hijos empiezan la escuela el mes que viene así que andamos ocupados.",
+        "El fin de semana hicimos una carne asada con los vecinos.",
+    ];
+    // Chat up to the 8 KiB limit, no intent in any sentence: it stays.
+    let mut long = String::new();
+    for s in chat.iter().cycle() {
+        if long.len() + s.len() >= 8 * 1024 {
+            break;
+        }
+        long.push_str(s);
+        long.push(' ');
+    }
+    let stay = h
+        .request_handoff(request("long-1", "lead", &long))
+        .await
+        .expect("RequestHandoff")
+        .into_inner();
+    assert_eq!(decision(&stay), Decision::Stay, "{}", stay.reason);
+
+    // One sentence among the chat wants to sell: that is the decision.
+    let buried = format!(
+        "{} {} Por cierto, queremos vender la casa antes del verano. {} {}",
+        chat[0], chat[1], chat[2], chat[3]
+    );
+    let sell = h
+        .request_handoff(request("long-2", "lead", &buried))
+        .await
+        .expect("RequestHandoff")
+        .into_inner();
+    assert_eq!(
+        (decision(&sell), sell.target_bot.as_str()),
+        (Decision::Approved, "seller"),
+        "{}",
+        sell.reason
+    );
+}
+
 const SUPPORT_CORPUS: &str = include_str!("../../crates/train/tests/support_corpus.jsonl");
 
 const SUPPORT_CONFIG: &str = r#"
@@ -99,6 +143,12 @@ async fn a_team_trains_its_own_model_and_serves_it_without_a_rebuild() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("classes billing, human, sales"));
+    // It tells how long the training messages are, beside the window.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("99% of messages have at most"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let model_set = format!("classifier.model={}", model.display());
     let r = router(&[
@@ -197,6 +247,21 @@ fn bad_corpus_lines_and_unknown_intents_are_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("line 2: "), "{err}");
+
+    // A window longer than the words a message is read to is refused.
+    std::fs::write(&corpus, "{\"text\": \"sell\", \"intent\": \"seller\"}\n").unwrap();
+    let out = Command::new(router_bin())
+        .args(["train", "--data"])
+        .arg(&corpus)
+        .args(["--out", "/dev/null", "--window-words", "200"])
+        .output()
+        .expect("run train");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--window-words 200 is above the 96 words a message is read to"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -27,6 +27,11 @@ pub struct FeatureSpec {
     /// Words read per message; longer messages are judged by their start
     /// (an 8 KiB message must still decide in microseconds).
     pub max_words: u32,
+    /// A message longer than this many words is scored in windows of this
+    /// many words (each overlapping the next by half), every intent taking
+    /// its strongest window, so a long message reads like the short ones a
+    /// model learned from; 0 scores every message whole.
+    pub window_words: u32,
     /// A negation governs this many words after it, within its clause.
     pub negation_window: u8,
     /// Words that negate what follows them ("not", "no", "nunca").
@@ -43,6 +48,7 @@ impl Default for FeatureSpec {
             char_min: 3,
             char_max: 4,
             max_words: 96,
+            window_words: 24,
             negation_window: 6,
             negations: words(&[
                 "not", "no", "never", "dont", "don't", "doesn't", "doesnt", "didn't", "didnt",
@@ -154,18 +160,53 @@ pub struct Features {
     /// `1 / sqrt(buckets)`, every bucket counted (`summed_count` too):
     /// every message's vector has unit-ish length.
     pub value: f32,
-    /// (bucket, start, end in `stems`) of each un-negated word unigram.
-    words: Vec<(u32, u32, u32)>,
+    /// (bucket, start, end in `stems`, word index) of each un-negated word
+    /// unigram.
+    words: Vec<(u32, u32, u32, u32)>,
     stems: String,
     pub lang: Option<Lang>,
+    /// Per word, when the message is longer than the spec's window: where
+    /// its buckets end in `buckets`, and its share of `summed` (see
+    /// [`WordParts`]). Empty for a message scored whole.
+    pub parts: WordParts,
+}
+
+/// What each word of a long message adds, so that windows of words can be
+/// scored without making their features again.
+#[derive(Debug, Default, Clone)]
+pub struct WordParts {
+    /// End of each word's buckets in [`Features::buckets`].
+    pub ends: Vec<u32>,
+    /// How many char n-grams each word adds through its summed rows.
+    pub summed_counts: Vec<u32>,
+    /// Each word's summed rows, one per class (zeros when it has none).
+    pub summed: Vec<f32>,
+}
+
+impl WordParts {
+    /// Words recorded; 0 for a message scored whole.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
 }
 
 impl Features {
     /// (bucket, stem) of each un-negated word unigram.
     pub fn words(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.words_in(0..usize::MAX)
+    }
+
+    /// (bucket, stem) of each un-negated word unigram among the words
+    /// `range` (by position in the message).
+    pub fn words_in(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = (u32, &str)> {
         self.words
             .iter()
-            .map(|&(b, s, e)| (b, &self.stems[s as usize..e as usize]))
+            .filter(move |w| range.contains(&(w.3 as usize)))
+            .map(|&(b, s, e, _)| (b, &self.stems[s as usize..e as usize]))
     }
 }
 
@@ -336,6 +377,12 @@ impl Featurizer {
         &self.spec
     }
 
+    /// Scores messages longer than `words` in windows (0: whole); see
+    /// [`FeatureSpec::window_words`].
+    pub fn set_window_words(&mut self, words: u32) {
+        self.spec.window_words = words.min(self.spec.max_words);
+    }
+
     /// Normalises and splits into clauses; accents stay until after stemming
     /// (Snowball reads "vendí" better than "vendi").
     pub fn words(&self, message: &str) -> Vec<(String, u32)> {
@@ -456,7 +503,16 @@ impl Featurizer {
             stems: String::with_capacity(tokens_len(&words)),
             lang: Some(lang),
             value: 0.0,
+            parts: WordParts::default(),
         };
+        let window = self.spec.window_words as usize;
+        let windowed = window > 0 && words.len() > window;
+        let classes = self.gram_sums.as_ref().map_or(0, |g| g.classes);
+        if windowed {
+            f.parts.ends.reserve(words.len());
+            f.parts.summed_counts.reserve(words.len());
+            f.parts.summed.reserve(words.len() * classes);
+        }
         let mut prev: Option<(Cow<'_, str>, u32)> = None;
         for (i, &(word, clause)) in words.iter().enumerate() {
             let neg = negated[i];
@@ -466,7 +522,7 @@ impl Featurizer {
             if !neg {
                 let start = f.stems.len() as u32;
                 f.stems.push_str(&stem);
-                f.words.push((b, start, f.stems.len() as u32));
+                f.words.push((b, start, f.stems.len() as u32, i as u32));
             }
             if let Some((p, pc)) = &prev
                 && *pc == clause
@@ -489,8 +545,21 @@ impl Featurizer {
                         *z += w;
                     }
                     f.summed_count += *count as usize;
+                    if windowed {
+                        f.parts.summed_counts.push(*count);
+                        f.parts.summed.extend_from_slice(part);
+                    }
                 }
-                None => self.char_grams(&fold(word), neg, &mut f.buckets),
+                None => {
+                    self.char_grams(&fold(word), neg, &mut f.buckets);
+                    if windowed {
+                        f.parts.summed_counts.push(0);
+                        f.parts.summed.extend(std::iter::repeat_n(0.0, classes));
+                    }
+                }
+            }
+            if windowed {
+                f.parts.ends.push(f.buckets.len() as u32);
             }
             prev = Some((stem, clause));
         }

@@ -6,8 +6,10 @@
 //! The file format is little-endian binary, checked whole before use:
 //!
 //! ```text
-//! "BATONIM" 0x01                      magic and version
+//! "BATONIM" 0x02                      magic and version
 //! u8 bits, u8 char_min, u8 char_max, u8 negation_window, u32 max_words
+//! u32 window_words                     (version 2; version 1 files lack it
+//!                                       and read as the default, 24)
 //! strings negations, strings clause_breaks   (u16 count, then u16 len + UTF-8 each)
 //! u16 classes; per class: u16 len + UTF-8 name, f32 bias, f32 scale, f32 offset
 //! u32 entries; per entry: u32 bucket, f32 weight per class (buckets ascending)
@@ -18,10 +20,19 @@
 //!
 //! The probability of class k is σ(scale_k · (bias_k + v · Σ w_k[b]) + offset_k),
 //! where `scale` and `offset` come from Platt calibration on held-out folds.
+//! A message longer than `window_words` words is scored in windows of that
+//! many words, each overlapping the next by half; every class takes its
+//! most probable window. A long message then reads like the short ones the
+//! model learned from, and a small lean of many chatty words cannot add up
+//! to an intent no sentence of it states.
+
+use std::ops::Range;
 
 use crate::features::{FeatureSpec, Features, Featurizer, GramSums, Lang};
 
-const MAGIC: &[u8; 8] = b"BATONIM\x01";
+/// The magic bytes, then the version byte.
+const MAGIC: &[u8; 7] = b"BATONIM";
+const VERSION: u8 = 2;
 
 /// The label of messages that warrant no handoff.
 pub const NONE: &str = "none";
@@ -31,6 +42,8 @@ pub const NONE: &str = "none";
 pub enum ModelError {
     #[error("not a baton intent model (bad magic bytes)")]
     Magic,
+    #[error("model file version {0} is not one this router reads (1 or 2)")]
+    Version(u8),
     #[error("model file ends early at byte {0}")]
     Truncated(usize),
     #[error("model checksum mismatch: the file is damaged")]
@@ -47,6 +60,16 @@ pub struct Class {
     /// Platt calibration: `p = σ(scale · z + offset)`.
     pub scale: f32,
     pub offset: f32,
+}
+
+/// What a model makes of a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// The calibrated probability of every class, in class order.
+    pub probs: Vec<f64>,
+    /// Per class, the words (by position) of the window that gave its
+    /// probability: the whole message when it was scored whole.
+    pub spans: Vec<Range<usize>>,
 }
 
 /// A loaded, validated model.
@@ -146,6 +169,12 @@ impl IntentModel {
         if spec.max_words == 0 {
             return invalid("max_words is 0".into());
         }
+        if spec.window_words > spec.max_words {
+            return invalid(format!(
+                "window_words {} is above max_words {}",
+                spec.window_words, spec.max_words
+            ));
+        }
         if classes.is_empty() || classes.len() > 256 {
             return invalid(format!("{} classes (1..=256 allowed)", classes.len()));
         }
@@ -243,24 +272,97 @@ impl IntentModel {
 
     /// The calibrated probability of every class, in class order.
     pub fn predict(&self, features: &Features) -> Vec<f64> {
+        self.prediction(features).probs
+    }
+
+    /// Every class's calibrated probability and the window that gave it:
+    /// the whole message, or for a long one (see [`Features::parts`]) the
+    /// class's most probable window of `window_words` words.
+    pub fn prediction(&self, features: &Features) -> Prediction {
         let k = self.classes.len();
-        let mut z = if features.summed.len() == k {
-            features.summed.clone()
-        } else {
-            vec![0.0f32; k]
+        let n = features.parts.len();
+        let window = self.featurizer.spec().window_words as usize;
+        if window == 0 || n <= window {
+            let mut z = if features.summed.len() == k {
+                features.summed.clone()
+            } else {
+                vec![0.0f32; k]
+            };
+            self.add_rows(&features.buckets, &mut z);
+            return Prediction {
+                probs: self.probabilities(&z, features.value),
+                spans: vec![0..usize::MAX; k],
+            };
+        }
+        // Running sums over the words: a window's sums are two lookups.
+        let parts = &features.parts;
+        let summed = parts.summed.len() == n * k;
+        let mut prefix = vec![0.0f32; (n + 1) * k];
+        let mut counts = vec![0u32; n + 1];
+        let mut start = 0usize;
+        for i in 0..n {
+            let (done, next) = prefix.split_at_mut((i + 1) * k);
+            let row = &mut next[..k];
+            row.copy_from_slice(&done[i * k..]);
+            if summed {
+                for (z, w) in row.iter_mut().zip(&parts.summed[i * k..(i + 1) * k]) {
+                    *z += w;
+                }
+            }
+            let end = parts.ends[i] as usize;
+            self.add_rows(&features.buckets[start..end], row);
+            counts[i + 1] = counts[i] + (end - start) as u32 + parts.summed_counts[i];
+            start = end;
+        }
+        let stride = (window / 2).max(1);
+        let mut best = Prediction {
+            probs: vec![-1.0; k],
+            spans: vec![0..0; k],
         };
-        for &b in &features.buckets {
+        let mut z = vec![0.0f32; k];
+        let mut s = 0;
+        loop {
+            let e = (s + window).min(n);
+            for (c, zc) in z.iter_mut().enumerate() {
+                *zc = prefix[e * k + c] - prefix[s * k + c];
+            }
+            let count = counts[e] - counts[s];
+            let value = if count == 0 {
+                0.0
+            } else {
+                (count as f32).sqrt().recip()
+            };
+            for (c, p) in self.probabilities(&z, value).into_iter().enumerate() {
+                if p > best.probs[c] {
+                    best.probs[c] = p;
+                    best.spans[c] = s..e;
+                }
+            }
+            if e == n {
+                return best;
+            }
+            s = (s + stride).min(n - window);
+        }
+    }
+
+    /// Adds the weight row of every bucket that has one to `z`.
+    fn add_rows(&self, buckets: &[u32], z: &mut [f32]) {
+        for &b in buckets {
             if let Some(row) = self.weights.row(b) {
                 for (zi, w) in z.iter_mut().zip(row) {
                     *zi += w;
                 }
             }
         }
+    }
+
+    /// Calibrated probabilities from summed weights `z` and the feature value.
+    fn probabilities(&self, z: &[f32], value: f32) -> Vec<f64> {
         self.classes
             .iter()
             .zip(z)
             .map(|(c, s)| {
-                let logit = c.scale * (c.bias + features.value * s) + c.offset;
+                let logit = c.scale * (c.bias + value * s) + c.offset;
                 1.0 / (1.0 + (-f64::from(logit)).exp())
             })
             .collect()
@@ -269,8 +371,18 @@ impl IntentModel {
     /// The plain word of the message that pushes hardest towards `class`:
     /// what a decision's pattern names, so learning can tell causes apart.
     pub fn strongest<'f>(&self, features: &'f Features, class: usize) -> Option<&'f str> {
+        self.strongest_in(features, class, 0..usize::MAX)
+    }
+
+    /// [`Self::strongest`] among the words `span` (a [`Prediction`]'s).
+    pub fn strongest_in<'f>(
+        &self,
+        features: &'f Features,
+        class: usize,
+        span: Range<usize>,
+    ) -> Option<&'f str> {
         features
-            .words()
+            .words_in(span)
             .map(|(b, w)| (self.weights.row(b).map_or(0.0, |r| r[class]), w))
             .filter(|(weight, _)| *weight > 0.0)
             .max_by(|a, b| a.0.total_cmp(&b.0))
@@ -282,6 +394,7 @@ impl IntentModel {
         let k = self.classes.len();
         let mut out = Vec::with_capacity(64 + self.entries * (4 + 4 * k));
         out.extend_from_slice(MAGIC);
+        out.push(VERSION);
         out.extend_from_slice(&[
             spec.bits,
             spec.char_min,
@@ -289,6 +402,7 @@ impl IntentModel {
             spec.negation_window,
         ]);
         out.extend_from_slice(&spec.max_words.to_le_bytes());
+        out.extend_from_slice(&spec.window_words.to_le_bytes());
         put_strings(&mut out, &spec.negations);
         put_strings(&mut out, &spec.clause_breaks);
         out.extend_from_slice(&(k as u16).to_le_bytes());
@@ -331,17 +445,26 @@ impl IntentModel {
         if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
             return Err(ModelError::Magic);
         }
-        if bytes.len() < MAGIC.len() + 4 {
+        if bytes.len() < MAGIC.len() + 5 {
             return Err(ModelError::Truncated(bytes.len()));
+        }
+        let version = bytes[MAGIC.len()];
+        if !(1..=VERSION).contains(&version) {
+            return Err(ModelError::Version(version));
         }
         let (body, sum) = bytes.split_at(bytes.len() - 4);
         let mut r = Reader {
             bytes: body,
-            at: MAGIC.len(),
+            at: MAGIC.len() + 1,
         };
         let head = r.take(4)?;
         let (bits, char_min, char_max, negation_window) = (head[0], head[1], head[2], head[3]);
         let max_words = r.u32()?;
+        let window_words = if version >= 2 {
+            r.u32()?
+        } else {
+            FeatureSpec::default().window_words.min(max_words)
+        };
         let negations = r.strings()?;
         let clause_breaks = r.strings()?;
         let k = usize::from(r.u16()?);
@@ -389,6 +512,7 @@ impl IntentModel {
             char_min,
             char_max,
             max_words,
+            window_words,
             negation_window,
             negations,
             clause_breaks,
@@ -567,6 +691,92 @@ mod tests {
         }
     }
 
+    /// `bytes` (a version 2 file) as version 1 wrote it: no window.
+    fn as_version_1(bytes: &[u8]) -> Vec<u8> {
+        let mut v1 = bytes[..bytes.len() - 4].to_vec();
+        v1[7] = 1;
+        v1.drain(16..20);
+        let sum = fnv32(&v1);
+        v1.extend_from_slice(&sum.to_le_bytes());
+        v1
+    }
+
+    #[test]
+    fn version_1_files_read_with_the_default_window() {
+        let mut m = tiny();
+        m.featurizer_mut().set_window_words(10);
+        let v2 = IntentModel::from_bytes(&m.to_bytes()).unwrap();
+        assert_eq!(v2.featurizer().spec().window_words, 10);
+        let v1 = IntentModel::from_bytes(&as_version_1(&m.to_bytes())).unwrap();
+        assert_eq!(v1.featurizer().spec().window_words, 24);
+        assert_eq!(v1.classes(), m.classes());
+    }
+
+    #[test]
+    fn an_unknown_version_or_a_window_above_max_words_is_refused() {
+        let mut bytes = tiny().to_bytes();
+        bytes[7] = 3;
+        assert_eq!(
+            IntentModel::from_bytes(&bytes).unwrap_err(),
+            ModelError::Version(3)
+        );
+        let spec = FeatureSpec {
+            bits: 10,
+            max_words: 20,
+            window_words: 21,
+            ..FeatureSpec::default()
+        };
+        let class = Class {
+            name: "seller".into(),
+            bias: 0.0,
+            scale: 1.0,
+            offset: 0.0,
+        };
+        assert_eq!(
+            IntentModel::new(spec, vec![class], vec![], 0).unwrap_err(),
+            ModelError::Invalid("window_words 21 is above max_words 20".into())
+        );
+    }
+
+    #[test]
+    fn a_long_message_is_scored_in_windows_each_class_taking_its_strongest() {
+        let mut m = tiny();
+        let text = format!("{}sell{}", "hello ".repeat(40), " hello".repeat(40));
+        let windowed = m.prediction(&m.featurizer().features(&text));
+        // "sell" is word 40: the deciding window (24 words) holds it.
+        assert_eq!(windowed.spans[1].len(), 24);
+        assert!(windowed.spans[1].contains(&40), "{windowed:?}");
+        assert_eq!(
+            m.strongest_in(
+                &m.featurizer().features(&text),
+                1,
+                windowed.spans[1].clone()
+            ),
+            Some("sell")
+        );
+        // The window scores as a message of its own words would.
+        let alone = m.predict(&m.featurizer().features(&format!(
+            "{}sell{}",
+            "hello ".repeat(4),
+            " hello".repeat(19)
+        )));
+        assert!(
+            (windowed.probs[1] - alone[1]).abs() < 0.02,
+            "{windowed:?} {alone:?}"
+        );
+        // Read whole, the one word drowns in the rest.
+        m.featurizer_mut().set_window_words(0);
+        let whole = m.prediction(&m.featurizer().features(&text));
+        assert_eq!(whole.spans[1], 0..usize::MAX);
+        assert!(
+            whole.probs[1] < windowed.probs[1] - 0.1,
+            "{whole:?} {windowed:?}"
+        );
+        // A message within the window is scored whole either way.
+        let short = m.featurizer().features("hello sell hello");
+        assert!(short.parts.is_empty());
+    }
+
     #[test]
     fn the_builtin_model_loads() {
         let m = IntentModel::builtin().unwrap();
@@ -581,6 +791,11 @@ mod tests {
         let mut plain = IntentModel::builtin().unwrap();
         let k = plain.classes().len();
         plain.featurizer_mut().set_gram_sums(GramSums::new(k));
+        let long = format!(
+            "{} but we might sell the condo next year {}",
+            "thanks for the tips on the neighbourhood ".repeat(5),
+            "zxqv kids school ".repeat(10)
+        );
         for text in [
             "I want to sell my house, what\u{2019}s it worth?",
             "not looking to buy, just curious",
@@ -588,6 +803,7 @@ mod tests {
             "no quiero vender todavía",
             "can someone from your office call me",
             "zxqv unseenword 350000",
+            &long,
         ] {
             let a = summed.featurizer().features(text);
             let b = plain.featurizer().features(text);

@@ -8,7 +8,7 @@ use crate::decision::GateCheck;
 use crate::error::ConfigError;
 use crate::features::Features;
 use crate::learning::learned_threshold;
-use crate::model::{IntentModel, NONE};
+use crate::model::{IntentModel, NONE, Prediction};
 use crate::text::normalize;
 
 /// A bot's own classifier signal, already validated.
@@ -241,10 +241,14 @@ impl Policy {
             m.featurizer()
                 .features_scanned(tokens.text(), tokens.scanned())
         });
-        if let (Some(model), Some(features)) = (&self.model, &features) {
-            let probs = model.predict(features);
+        let prediction = self
+            .model
+            .as_ref()
+            .zip(features.as_ref())
+            .map(|(model, f)| model.prediction(f));
+        if let Some(prediction) = &prediction {
             let mut strongest_escalation: Option<(f64, usize)> = None;
-            for (k, (&p, role)) in probs.iter().zip(&self.roles).enumerate() {
+            for (k, (&p, role)) in prediction.probs.iter().zip(&self.roles).enumerate() {
                 match *role {
                     Role::Bot(b) if p > scores[b].0 => scores[b] = (p, Why::Model(k)),
                     Role::Escalate
@@ -259,7 +263,7 @@ impl Policy {
             if escalation.is_none()
                 && let Some((_, k)) = strongest_escalation
             {
-                escalation = Some(self.model_pattern(k, Some(features)));
+                escalation = Some(self.model_pattern(k, features.as_ref(), Some(prediction)));
             }
         }
         // The strongest signal per target wins, whether the bot's or ours.
@@ -276,7 +280,7 @@ impl Policy {
         let pattern_of = |why: Why<'_>| match why {
             Why::Nothing => String::new(),
             Why::Phrase(p) | Why::Signal(p) => p.to_owned(),
-            Why::Model(k) => self.model_pattern(k, features.as_ref()),
+            Why::Model(k) => self.model_pattern(k, features.as_ref(), prediction.as_ref()),
         };
         let mut checks = Vec::with_capacity(3);
 
@@ -373,13 +377,20 @@ impl Policy {
     }
 
     /// A model decision's pattern: `model/<intent>/<strongest word>`, so
-    /// learning keeps thresholds per cause (SPEC §2.9).
-    fn model_pattern(&self, class: usize, features: Option<&Features>) -> String {
+    /// learning keeps thresholds per cause (SPEC §2.9). The word is one of
+    /// the window that gave the intent its probability.
+    fn model_pattern(
+        &self,
+        class: usize,
+        features: Option<&Features>,
+        prediction: Option<&Prediction>,
+    ) -> String {
         let Some(model) = &self.model else {
             return String::new();
         };
         let name = &model.classes()[class].name;
-        match features.and_then(|f| model.strongest(f, class)) {
+        let span = prediction.map_or(0..usize::MAX, |p| p.spans[class].clone());
+        match features.and_then(|f| model.strongest_in(f, class, span)) {
             Some(word) => format!("model/{name}/{word}"),
             None => format!("model/{name}"),
         }
@@ -568,6 +579,129 @@ mod tests {
         let lowered = p.assess(&m, &Lowered(a.pattern.clone()));
         assert_eq!(lowered.threshold, 0.5);
         assert_eq!(p.assess(&m, &NothingLearned).threshold, 0.7);
+    }
+
+    /// Small talk, one sentence each, that states no intent.
+    const CHAT: [&str; 10] = [
+        "Thanks so much for the info, I will check with my wife tonight.",
+        "The weather has been great this week, we went to the beach on Sunday.",
+        "My kids are starting school next month so things are busy.",
+        "I saw your post on Facebook and it looked really nice.",
+        "We had a barbecue with the neighbours last weekend.",
+        "Our dog keeps barking at the mailman every morning lol.",
+        "I work from home most days so I am usually free after five.",
+        "Traffic on the highway was terrible today.",
+        "Have a good evening and talk soon.",
+        "My sister says hi, she remembers meeting you at the open house last year.",
+    ];
+    const CHARLA: [&str; 9] = [
+        "Gracias por la información, lo voy a platicar con mi esposa esta noche.",
+        "Hace muy buen tiempo esta semana, fuimos a la playa el domingo.",
+        "Mis hijos empiezan la escuela el mes que viene así que andamos ocupados.",
+        "Vi su publicación en Facebook y se veía muy bonita.",
+        "El fin de semana hicimos una carne asada con los vecinos.",
+        "Nuestro perro le ladra al cartero todas las mañanas jaja.",
+        "Trabajo desde casa casi todos los días, normalmente estoy libre después de las cinco.",
+        "El tráfico en la carretera estuvo terrible hoy.",
+        "Que tenga buena noche y hablamos pronto.",
+    ];
+
+    /// `sentences` repeated in turn up to about `bytes`.
+    fn chat(sentences: &[&str], bytes: usize) -> String {
+        let mut out = String::new();
+        for s in sentences.iter().cycle() {
+            if out.len() >= bytes {
+                break;
+            }
+            out.push_str(s);
+            out.push(' ');
+        }
+        out
+    }
+
+    #[test]
+    fn long_chat_with_no_intent_stays() {
+        let p = policy();
+        for text in [
+            chat(&CHAT, 8192),
+            chat(&CHAT[..1], 8192),
+            chat(&CHARLA, 8192),
+            CHARLA.join(" "),
+            CHAT.join(" "),
+        ] {
+            let a = assess(&p, LEAD, &text, &[]);
+            assert_eq!(a.next, Next::Stay, "{}: {a:?}", &text[..80]);
+        }
+    }
+
+    #[test]
+    fn long_chat_drifts_to_an_intent_when_scored_whole() {
+        // Why windows exist: the same model reading these messages whole
+        // hands them off, a small lean of many words adding up.
+        let mut model = IntentModel::builtin().unwrap();
+        let whole = model.featurizer().spec().clone();
+        model = IntentModel::from_bytes(&{
+            let mut m = model;
+            m.featurizer_mut().set_window_words(0);
+            m.to_bytes()
+        })
+        .unwrap();
+        assert_eq!(whole.window_words, 24);
+        let p = Policy::with_model(Config::default(), Some(model)).unwrap();
+        let drifted = [chat(&CHAT[..1], 8192), chat(&CHARLA, 8192)]
+            .iter()
+            .filter(|text| assess(&p, LEAD, text, &[]).next == Next::Handoff)
+            .count();
+        assert!(drifted > 0);
+    }
+
+    #[test]
+    fn an_intent_inside_a_long_message_is_found_in_its_window() {
+        let p = policy();
+        let cases = [
+            (
+                format!(
+                    "{} Anyway we decided we want to sell our house this spring, can you help? {}",
+                    CHAT[..4].join(" "),
+                    CHAT[4..].join(" ")
+                ),
+                SELLER,
+            ),
+            (
+                format!(
+                    "{} We are looking to buy a 3 bedroom place near the school. {}",
+                    CHAT[..3].join(" "),
+                    CHAT[3..].join(" ")
+                ),
+                BUYER,
+            ),
+            (
+                format!(
+                    "{} Por cierto, queremos vender la casa antes del verano. {}",
+                    CHARLA[..4].join(" "),
+                    CHARLA[4..].join(" ")
+                ),
+                SELLER,
+            ),
+        ];
+        for (text, target) in cases {
+            let a = assess(&p, LEAD, &text, &[]);
+            assert_eq!(a.next, Next::Handoff, "{text}: {a:?}");
+            assert_eq!(a.target, Some(target), "{text}: {a:?}");
+            // The pattern names a word of the window that decided.
+            let word = a.pattern.rsplit('/').next().unwrap();
+            let stems = [
+                "sell", "vend", "buy", "bedroom", "place", "hous", "cas", "look",
+            ];
+            assert!(stems.iter().any(|s| word.starts_with(s)), "{}", a.pattern);
+        }
+        // A negation keeps its words however the windows fall.
+        let text = format!(
+            "{} I am not looking to sell the house, we just refinanced. {}",
+            CHAT[..5].join(" "),
+            CHAT[5..].join(" ")
+        );
+        assert_eq!(assess(&p, LEAD, &text, &[]).next, Next::Stay, "{text}");
     }
 
     #[test]

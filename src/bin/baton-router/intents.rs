@@ -34,6 +34,13 @@ pub struct TrainArgs {
     /// Features hash into 2^bits buckets (8..=24).
     #[arg(long, default_value_t = 18)]
     bits: u8,
+    /// Messages longer than this many words are scored in overlapping
+    /// windows of this many words, each intent taking its strongest window
+    /// (0 scores every message whole). Set it near the length of the longest
+    /// training messages (train prints their 99th percentile); it travels in
+    /// the model file.
+    #[arg(long, default_value_t = 24)]
+    window_words: u32,
     /// L2 regularisation of the logistic regressions.
     #[arg(long, default_value_t = 0.01)]
     alpha: f64,
@@ -105,6 +112,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     let options = TrainOptions {
         spec: FeatureSpec {
             bits: args.bits,
+            window_words: args.window_words,
             ..FeatureSpec::default()
         },
         alpha: args.alpha,
@@ -115,8 +123,29 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     if !(8..=24).contains(&args.bits) {
         bail!("--bits {} is outside 8..=24", args.bits);
     }
+    let max_words = FeatureSpec::default().max_words;
+    if args.window_words > max_words {
+        bail!(
+            "--window-words {} is above the {max_words} words a message is read to",
+            args.window_words
+        );
+    }
     if !(args.alpha.is_finite() && args.alpha >= 0.0) {
         bail!("--alpha {} must be a non-negative number", args.alpha);
+    }
+    let mut lengths: Vec<usize> = {
+        let featurizer = baton_policy::features::Featurizer::new(options.spec.clone());
+        examples
+            .iter()
+            .map(|e| featurizer.words(&e.text).len())
+            .collect()
+    };
+    lengths.sort_unstable();
+    if let Some(&p99) = lengths.get(lengths.len() * 99 / 100) {
+        eprintln!(
+            "train: 99% of messages have at most {p99} words; --window-words is {}",
+            args.window_words
+        );
     }
     let started = std::time::Instant::now();
     let model = baton_train::train(
