@@ -214,10 +214,20 @@ impl EchoService for Echo {
 async fn start_echo() -> anyhow::Result<String> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
+    // Accepted sockets get TCP_NODELAY, as the router's do: the floor and
+    // the router differ in what they serve, not in how they use TCP.
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |socket| {
+            socket.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        },
+    );
     tokio::spawn(
         Server::builder()
             .add_service(EchoServiceServer::new(Echo))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            .serve_with_incoming(incoming),
     );
     Ok(url)
 }
