@@ -213,11 +213,23 @@ impl Features {
 /// The char n-grams of the words a model was trained on, scored ahead:
 /// per word, how many grams it has and the sums of their weight rows,
 /// plain then negated. Scoring a known word then costs one lookup instead of
-/// hashing and looking up each of its grams.
+/// hashing and looking up each of its grams; the same lookup gives what the
+/// lexicon knows of it and its stems (see [`Featurizer::set_gram_sums`]).
 #[derive(Debug, Default)]
 pub struct GramSums {
     classes: usize,
-    words: FastMap<Box<str>, (u32, Box<[f32]>)>,
+    words: FastMap<Box<str>, Known>,
+}
+
+/// Everything a featurizer needs of a word it knows, found in one lookup.
+#[derive(Debug)]
+struct Known {
+    grams: u32,
+    sums: Box<[f32]>,
+    /// The lexicon's flags of the folded word.
+    flags: u8,
+    /// Its remembered stem per language (index `Lang as usize`).
+    stems: [Option<Box<str>>; 2],
 }
 
 impl GramSums {
@@ -232,7 +244,15 @@ impl GramSums {
     /// `classes` negated).
     pub fn insert(&mut self, word: &str, count: u32, sums: Box<[f32]>) {
         debug_assert_eq!(sums.len(), 2 * self.classes);
-        self.words.insert(word.into(), (count, sums));
+        self.words.insert(
+            word.into(),
+            Known {
+                grams: count,
+                sums,
+                flags: 0,
+                stems: [None, None],
+            },
+        );
     }
 }
 
@@ -369,7 +389,15 @@ impl Featurizer {
 
     /// From now on, the char n-grams of the words in `sums` are not made
     /// into buckets but added as their sums ([`Features::summed`]).
-    pub fn set_gram_sums(&mut self, sums: GramSums) {
+    /// Each such word also carries its lexicon flags and the stems
+    /// remembered so far, so a known word of a message costs one lookup.
+    pub fn set_gram_sums(&mut self, mut sums: GramSums) {
+        for (word, known) in &mut sums.words {
+            known.flags = self.lexicon.get(fold(word).as_ref()).copied().unwrap_or(0);
+            for lang in [Lang::En, Lang::Es] {
+                known.stems[lang as usize] = self.known[lang as usize].get(word).cloned();
+            }
+        }
         self.gram_sums = Some(sums);
     }
 
@@ -492,7 +520,19 @@ impl Featurizer {
     /// already (the phrase rules scan it too).
     pub fn features_scanned(&self, text: &str, scanned: &[Span]) -> Features {
         let words = self.shaped(text, scanned);
-        let flags = self.lexicon_flags(&words);
+        // One lookup per word the model knows; the lexicon for the rest.
+        let known: Vec<Option<&Known>> = match &self.gram_sums {
+            Some(g) => words.iter().map(|(w, _)| g.words.get(*w)).collect(),
+            None => vec![None; words.len()],
+        };
+        let flags: Vec<u8> = words
+            .iter()
+            .zip(&known)
+            .map(|((w, _), k)| match k {
+                Some(k) => k.flags,
+                None => self.lexicon.get(fold(w).as_ref()).copied().unwrap_or(0),
+            })
+            .collect();
         let lang = language_of(text, &flags);
         let negated = self.negated_by(&words, &flags);
         let mut f = Features {
@@ -516,7 +556,10 @@ impl Featurizer {
         let mut prev: Option<(Cow<'_, str>, u32)> = None;
         for (i, &(word, clause)) in words.iter().enumerate() {
             let neg = negated[i];
-            let stem = self.stem(lang, word);
+            let stem = match known[i].and_then(|k| k.stems[lang as usize].as_deref()) {
+                Some(stem) if word.len() > 3 => Cow::Borrowed(stem),
+                _ => self.stem(lang, word),
+            };
             let b = self.bucket(WORD, neg, &[stem.as_bytes()]);
             f.buckets.push(b);
             if !neg {
@@ -530,13 +573,9 @@ impl Featurizer {
                 f.buckets
                     .push(self.bucket(BIGRAM, neg, &[p.as_bytes(), b" ", stem.as_bytes()]));
             }
-            match self
-                .gram_sums
-                .as_ref()
-                .and_then(|g| Some((g, g.words.get(word)?)))
-            {
-                Some((g, (count, sums))) => {
-                    let k = g.classes;
+            match self.gram_sums.as_ref().zip(known[i]) {
+                Some((g, Known { grams, sums, .. })) => {
+                    let (k, count) = (g.classes, grams);
                     let part = if neg { &sums[k..] } else { &sums[..k] };
                     if f.summed.is_empty() {
                         f.summed = vec![0.0; k];

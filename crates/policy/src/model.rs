@@ -801,6 +801,7 @@ mod tests {
             "not looking to buy, just curious",
             "Quiero vender mi casa y comprar una más pequeña",
             "no quiero vender todavía",
+            "Hola, ¿cuánto vale mi depa? Tb queremos comprar algo más grande",
             "can someone from your office call me",
             "zxqv unseenword 350000",
             &long,
@@ -808,6 +809,13 @@ mod tests {
             let a = summed.featurizer().features(text);
             let b = plain.featurizer().features(text);
             assert_eq!(a.value, b.value, "{text}");
+            // One lookup per known word finds the same language and stems.
+            assert_eq!(a.lang, b.lang, "{text}");
+            assert_eq!(
+                a.words().collect::<Vec<_>>(),
+                b.words().collect::<Vec<_>>(),
+                "{text}"
+            );
             if text.starts_with("zxqv") {
                 // Unknown words keep their char n-grams as buckets.
                 assert!(a.buckets.len() > a.summed_count);
