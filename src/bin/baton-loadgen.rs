@@ -58,10 +58,10 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     clients: usize,
     /// How long each measurement runs.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     duration: Duration,
     /// Traffic before each measurement that is not counted.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     warmup: Duration,
     /// Drive this router instead of starting one in-process. All clients
     /// share one address, so start it with `--set
@@ -69,8 +69,9 @@ struct Args {
     /// by default) would fail the calls above it.
     #[arg(long)]
     router: Option<String>,
-    /// Measurements of each, alternating baseline and Baton.
-    #[arg(long, default_value_t = 2)]
+    /// Measurements of each, alternating baseline and Baton. Many short
+    /// rounds cancel this machine's drift better than a few long ones.
+    #[arg(long, default_value_t = 8)]
     rounds: u32,
     /// Which decision path.
     #[arg(long, value_enum, default_value_t = CallPath::Stay)]
