@@ -393,7 +393,7 @@ impl Featurizer {
     /// remembered so far, so a known word of a message costs one lookup.
     pub fn set_gram_sums(&mut self, mut sums: GramSums) {
         for (word, known) in &mut sums.words {
-            known.flags = self.lexicon.get(fold(word).as_ref()).copied().unwrap_or(0);
+            known.flags = self.flags(word);
             for lang in [Lang::En, Lang::Es] {
                 known.stems[lang as usize] = self.known[lang as usize].get(word).cloned();
             }
@@ -436,15 +436,12 @@ impl Featurizer {
 
     /// What the lexicon knows of each word.
     fn lexicon_flags<W: AsRef<str>>(&self, words: &[(W, u32)]) -> Vec<u8> {
-        words
-            .iter()
-            .map(|(w, _)| {
-                self.lexicon
-                    .get(fold(w.as_ref()).as_ref())
-                    .copied()
-                    .unwrap_or(0)
-            })
-            .collect()
+        words.iter().map(|(w, _)| self.flags(w.as_ref())).collect()
+    }
+
+    /// What the lexicon knows of one word ([`ES`], [`EN`], [`NEGATION`]).
+    fn flags(&self, word: &str) -> u8 {
+        self.lexicon.get(fold(word).as_ref()).copied().unwrap_or(0)
     }
 
     /// Words this featurizer reads of a message.
@@ -528,10 +525,7 @@ impl Featurizer {
         let flags: Vec<u8> = words
             .iter()
             .zip(&known)
-            .map(|((w, _), k)| match k {
-                Some(k) => k.flags,
-                None => self.lexicon.get(fold(w).as_ref()).copied().unwrap_or(0),
-            })
+            .map(|((w, _), k)| k.map_or_else(|| self.flags(w), |k| k.flags))
             .collect();
         let lang = language_of(text, &flags);
         let negated = self.negated_by(&words, &flags);

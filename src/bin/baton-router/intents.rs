@@ -39,7 +39,7 @@ pub struct TrainArgs {
     /// (0 scores every message whole). Set it near the length of the longest
     /// training messages (train prints their 99th percentile); it travels in
     /// the model file.
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = FeatureSpec::default().window_words)]
     window_words: u32,
     /// L2 regularisation of the logistic regressions.
     #[arg(long, default_value_t = 0.01)]
